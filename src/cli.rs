@@ -1,0 +1,127 @@
+//! Command-line definitions (clap derive). Parsing only: no behaviour lives here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  all done
+  1  finished, but some files failed (each is listed with its reason)
+  2  usage error
+  3  no source or phone found, or it cannot be read (locked, not trusted, no permission)
+  4  destination unusable (missing, full, locked by another run, not the expected store)
+  5  the phone went away during the run (nothing partial was kept; run again)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "offload",
+    version,
+    about = "Back up a phone's camera roll over USB to a local or external drive. No network, no quota.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// More detail on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy what is new from a camera roll to the backup drive.
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
+    /// Per source: last backup, files and bytes stored, counts per category.
+    Status(StatusArgs),
+    /// Make a sample camera roll and back it up end to end, twice.
+    Demo(DemoArgs),
+    /// Virtual devices and sample data, for tests and demos.
+    #[command(subcommand, hide = true)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DestArgs {
+    /// The backup store (a folder on the backup drive). Default: the config file's
+    /// `destination`, else ~/Pictures/offload.
+    #[arg(long, value_name = "DEST")]
+    pub to: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// A folder holding a camera roll (an SD card, a camera, a mounted phone).
+    #[arg(long, value_name = "PATH")]
+    pub from: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub dest: DestArgs,
+
+    /// Where files go inside the store. Tokens: {device} {year} {month} {day}
+    /// {category} {name} {stem} {ext} {hash8}.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+
+    /// Plan and report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the demo files here instead of a new temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Write a generated camera roll into a folder (valid JPEG/PNG/MP4/MOV with dates).
+    Roll(RollArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollArgs {
+    /// Folder to fill (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// `demo`: a small realistic roll with clashes, a duplicate and hidden files.
+    /// `bulk`: many same-sized files for benchmarks.
+    #[arg(long, default_value = "demo")]
+    pub kind: String,
+    /// bulk: number of photos.
+    #[arg(long, default_value_t = 1000)]
+    pub photos: usize,
+    /// bulk: bytes per photo.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub photo_size: usize,
+    /// bulk: number of videos.
+    #[arg(long, default_value_t = 10)]
+    pub videos: usize,
+    /// bulk: bytes per video.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub video_size: usize,
+    /// Seed, so that two runs make the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the expected capture date and category of each file here, as JSON.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}

@@ -1,0 +1,4 @@
+//! `offload demo`
+pub fn run(_args: &crate::cli::DemoArgs) -> anyhow::Result<u8> {
+    todo!()
+}

@@ -1,0 +1,89 @@
+//! `offload`: back up a phone's camera roll over USB to a local or external drive.
+//!
+//! `main` parses the command line, runs one function per command and turns errors into
+//! the documented exit codes.
+
+mod catalog;
+mod cli;
+mod commands;
+mod error;
+mod media;
+mod plan;
+mod report;
+#[cfg(feature = "sim")]
+mod sim;
+mod source;
+mod store;
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Exit, Fail};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version on stdout with exit 0, usage errors on stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    match try_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            if let Some(fail) = err.downcast_ref::<Fail>() {
+                eprintln!("offload: {}", fail.message);
+                return ExitCode::from(fail.code as u8);
+            }
+            // A closed pipe (`offload status | head`) is not an error worth a word.
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("offload: {err:#}");
+            ExitCode::from(Exit::SomeFailed as u8)
+        }
+    }
+}
+
+/// Runs one command; returns the exit code for a run that finished.
+fn try_main(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        None => Err(error::fail(
+            Exit::Usage,
+            "no phone support yet: use `offload backup --from PATH` (see --help)",
+        )),
+        Some(Command::Backup(args)) => commands::backup::run(&args),
+        Some(Command::Status(args)) => commands::status::run(&args),
+        Some(Command::Demo(args)) => commands::demo::run(&args),
+        #[cfg(feature = "sim")]
+        Some(Command::Sim(cmd)) => commands::sim::run(cmd),
+        #[cfg(not(feature = "sim"))]
+        Some(Command::Sim(_)) => Err(error::fail(
+            Exit::Usage,
+            "this build has no virtual devices (cargo feature `sim`)",
+        )),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OFFLOAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

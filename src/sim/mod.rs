@@ -1,0 +1,1 @@
+//! Virtual devices and sample data for `offload demo` and the tests.

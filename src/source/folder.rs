@@ -1,0 +1,1 @@
+//! A mounted folder holding a camera roll.

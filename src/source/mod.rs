@@ -1,0 +1,211 @@
+//! Sources: the places photos come from (a camera-roll folder, an Android phone over
+//! MTP, an iPhone over AFC).
+//!
+//! A source only lists and streams. It knows nothing of the store, the catalog or the
+//! destination drive: everything it returns is untrusted device input that the store
+//! sanitises later.
+
+pub mod folder;
+
+use std::io::Read;
+
+use serde::Serialize;
+
+/// What kind of device a source reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A mounted folder holding a camera roll (SD card, camera, a phone mounted by the desktop).
+    Folder,
+    /// An Android phone over MTP.
+    Android,
+    /// An iPhone over usbmuxd/lockdown/AFC.
+    Iphone,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Folder => "folder",
+            SourceKind::Android => "android",
+            SourceKind::Iphone => "iphone",
+        }
+    }
+}
+
+/// One storage area of a device (internal storage, SD card).
+#[derive(Clone, Debug, Serialize)]
+pub struct StorageInfo {
+    pub description: String,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// Who a source is. `id` is the stable identity the catalog keys sightings on.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceInfo {
+    /// Stable across runs and computers: `android:<serial>`, `iphone:<udid>`,
+    /// `folder:<canonical path>`.
+    pub id: String,
+    pub kind: SourceKind,
+    /// Human name, also what `{device}` expands to (untrusted: the store sanitises it).
+    pub name: String,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub storages: Vec<StorageInfo>,
+    /// Things the user should know that do not stop the backup (a USB 2 link, say).
+    pub warnings: Vec<String>,
+}
+
+/// One file on a source.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Path that identifies the file within the source, `/`-separated, as the device
+    /// gives it (untrusted: may hold `..`, control characters, anything). For phones it
+    /// starts with the storage's name so that two storages never share a key.
+    pub path: String,
+    /// Size the device reports. The transfer trusts the bytes it reads, not this.
+    pub size: u64,
+    /// Modification time the device reports, seconds since the Unix epoch.
+    pub mtime: i64,
+}
+
+impl Entry {
+    /// The last path component: the file's own name.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// A file the listing left out on purpose, or could not read.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// What `Source::list` found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Candidate files, in a stable order.
+    pub entries: Vec<Entry>,
+    /// Left out by rule (hidden, trash, thumbnails...), with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Objects the device listed but could not describe: reported as failures.
+    pub unreadable: Vec<Skipped>,
+}
+
+/// Why a source call failed, sorted by what the caller must do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The device went away (unplugged, connection lost for good). Stop the run: exit 5.
+    #[error("{0}")]
+    Gone(String),
+    /// The device is there but cannot be read until the user acts (unlock, trust, USB
+    /// mode, permissions). The message says what to do. Exit 3.
+    #[error("{0}")]
+    Blocked(String),
+    /// This one file could not be read; the others may still be fine.
+    #[error("{0}")]
+    File(String),
+}
+
+impl SourceError {
+    /// Wraps the error for a `Read` implementation, so that the transfer can recover it
+    /// with [`SourceError::from_io`].
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::other(self)
+    }
+
+    /// Recovers a `SourceError` carried in an I/O error; any other I/O error is a
+    /// failure of that one file.
+    pub fn from_io(err: std::io::Error) -> SourceError {
+        if err.get_ref().is_some_and(|e| e.is::<SourceError>()) {
+            match err.into_inner().map(|e| e.downcast::<SourceError>()) {
+                Some(Ok(e)) => return *e,
+                Some(Err(e)) => return SourceError::File(e.to_string()),
+                None => unreachable!("checked get_ref above"),
+            }
+        }
+        SourceError::File(err.to_string())
+    }
+}
+
+/// A place photos come from. One value per connected device or folder.
+///
+/// Methods are blocking: a device source runs its own async runtime inside, so that the
+/// transfer loop stays a plain, easy-to-audit sequence of reads and writes.
+pub trait Source: Send {
+    /// Identity of the device, known once the source is opened.
+    fn info(&self) -> &DeviceInfo;
+
+    /// Lists the camera roll. Reads no file content.
+    ///
+    /// Errors: `Blocked` when the device refuses to be listed until the user acts,
+    /// `Gone` when it disappears.
+    fn list(&mut self) -> Result<Listing, SourceError>;
+
+    /// Opens `entry` for reading from byte `offset` (0 for the whole file). The reader
+    /// yields the file's bytes until end of file. Its I/O errors carry a
+    /// [`SourceError`] (see [`SourceError::from_io`]): `Gone` stops the run, anything
+    /// else fails this file only. A source that can resume after a transient fault
+    /// (a wedged phone, a dropped connection) does so inside the reader.
+    fn open<'a>(
+        &'a mut self,
+        entry: &Entry,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send + 'a>, SourceError>;
+}
+
+/// Files a camera-roll listing leaves out on purpose, with the reason shown to the user.
+/// Shared by every source so that a folder and a phone skip the same things.
+pub fn skip_reason(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if lower == ".thumbnails" || lower == ".thumbdata" {
+        return Some("thumbnail cache");
+    }
+    if lower.starts_with(".trashed-") {
+        return Some("in the phone's trash");
+    }
+    if lower.starts_with(".pending-") {
+        return Some("still being written by the phone");
+    }
+    if lower == ".ds_store" || lower == "thumbs.db" || lower == "desktop.ini" {
+        return Some("system file");
+    }
+    if name.starts_with('.') {
+        return Some("hidden");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_rules() {
+        assert_eq!(skip_reason(".thumbnails"), Some("thumbnail cache"));
+        assert_eq!(
+            skip_reason(".trashed-1712345678-IMG_1.jpg"),
+            Some("in the phone's trash")
+        );
+        assert_eq!(
+            skip_reason(".pending-1712345678-VID.mp4"),
+            Some("still being written by the phone")
+        );
+        assert_eq!(skip_reason(".DS_Store"), Some("system file"));
+        assert_eq!(skip_reason("Thumbs.db"), Some("system file"));
+        assert_eq!(skip_reason(".nomedia"), Some("hidden"));
+        assert_eq!(skip_reason("IMG_0001.JPG"), None);
+    }
+
+    #[test]
+    fn source_error_survives_io_wrapping() {
+        let e = SourceError::Gone("unplugged".into()).into_io();
+        assert!(matches!(SourceError::from_io(e), SourceError::Gone(m) if m == "unplugged"));
+        let plain = std::io::Error::other("disk says no");
+        assert!(matches!(SourceError::from_io(plain), SourceError::File(_)));
+    }
+}
