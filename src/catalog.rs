@@ -1,1 +1,460 @@
-//! catalog
+//! The catalog: a SQLite database on the drive it describes
+//! (`<store>/.offload/catalog.sqlite`), so that the record travels with the photos.
+//!
+//! Tables (documented in the README; a user can open them with `sqlite3`):
+//! - `sources`: every phone or folder ever backed up (`key` is the stable device id).
+//! - `files`: every stored file once, by content hash, with its store path, capture
+//!   date (and where that date came from) and category.
+//! - `sightings`: where each content was seen: (source, remote path, size, mtime) →
+//!   hash. A listing entry whose key is here is skipped without reading a byte.
+//! - `runs`: one row per source per backup run, with its counts and result.
+//!
+//! The store is the truth; the catalog is the record and the speed-up. Every change of
+//! a batch is one transaction, made after the files it names are durable in the store.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::source::DeviceInfo;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sources (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,   -- android:<serial>, iphone:<udid>, folder:<path>
+    kind        TEXT NOT NULL,          -- folder | android | iphone
+    name        TEXT NOT NULL,          -- what {device} expands to
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    id          INTEGER PRIMARY KEY,
+    hash        TEXT NOT NULL UNIQUE,   -- BLAKE3 of the content, hex
+    size        INTEGER NOT NULL,
+    path        TEXT NOT NULL,          -- relative to the store, '/'-separated
+    path_key    TEXT NOT NULL UNIQUE,   -- path, NFC and lower-cased: case twins never share a name
+    captured    TEXT NOT NULL,          -- local wall-clock time of capture, ISO 8601
+    date_source TEXT NOT NULL,          -- exif | quicktime | filename | mtime
+    category    TEXT NOT NULL,          -- photo | video | screenshot | raw | other
+    source_id   INTEGER NOT NULL REFERENCES sources(id),
+    added_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sightings (
+    source_id   INTEGER NOT NULL REFERENCES sources(id),
+    remote_path TEXT NOT NULL,          -- as the device names it
+    size        INTEGER NOT NULL,
+    mtime       INTEGER NOT NULL,       -- Unix seconds, as the device reports it
+    hash        TEXT NOT NULL REFERENCES files(hash),
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    PRIMARY KEY (source_id, remote_path, size, mtime)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id                INTEGER PRIMARY KEY,
+    source_id         INTEGER NOT NULL REFERENCES sources(id),
+    started           TEXT NOT NULL,
+    finished          TEXT,
+    result            TEXT NOT NULL,    -- running | ok | failures | interrupted
+    copied            INTEGER NOT NULL DEFAULT 0,
+    bytes_copied      INTEGER NOT NULL DEFAULT 0,
+    already_backed_up INTEGER NOT NULL DEFAULT 0,
+    duplicates        INTEGER NOT NULL DEFAULT 0,
+    skipped           INTEGER NOT NULL DEFAULT 0,
+    failed            INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
+CREATE INDEX IF NOT EXISTS runs_source ON runs(source_id, id);
+";
+
+/// Name of the catalog file inside `.offload/`.
+pub const CATALOG_FILE: &str = "catalog.sqlite";
+
+pub struct Catalog {
+    conn: Connection,
+}
+
+/// A file ready to be recorded: already durable under `path` in the store.
+pub struct NewFile<'a> {
+    pub hash: &'a str,
+    pub size: u64,
+    pub path: &'a str,
+    pub path_key: &'a str,
+    pub captured: &'a str,
+    pub date_source: &'a str,
+    pub category: &'a str,
+}
+
+/// A sighting to record: this source holds this content under this key.
+pub struct Sighting<'a> {
+    pub remote_path: &'a str,
+    pub size: u64,
+    pub mtime: i64,
+    pub hash: &'a str,
+}
+
+/// Counts of one run, for the `runs` table.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunCounts {
+    pub copied: u64,
+    pub bytes_copied: u64,
+    pub already_backed_up: u64,
+    pub duplicates: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+/// One source's line in `offload status`.
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub categories: Vec<(String, u64)>,
+    pub last_run: Option<LastRun>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LastRun {
+    pub started: String,
+    pub finished: Option<String>,
+    pub result: String,
+    pub copied: u64,
+    pub failed: u64,
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or(jiff::Timestamp::now())
+        .to_string()
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` for reading and writing.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening the catalog {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL keeps readers (status, sqlite3) out of the writer's way. Some filesystems
+        // (FUSE, network) cannot share WAL memory; the rollback journal works everywhere.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap_or_default();
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))?;
+        }
+        // NORMAL in WAL is consistent after a crash; a lost last transaction only means
+        // the next run re-reads those files and adopts the copies already in the store.
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
+        Ok(Catalog { conn })
+    }
+
+    /// Opens an existing catalog read-only (for `status` and `--dry-run`).
+    pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening the catalog {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Catalog { conn })
+    }
+
+    /// An empty in-memory catalog (a dry run against a store that does not exist yet).
+    pub fn in_memory() -> Result<Catalog> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Catalog { conn })
+    }
+
+    /// Returns the row id of a source, adding it (or refreshing its name) as needed.
+    pub fn upsert_source(&self, info: &DeviceInfo) -> Result<i64> {
+        let t = now();
+        self.conn.execute(
+            "INSERT INTO sources(key, kind, name, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(key) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
+            params![info.id, info.kind.as_str(), info.name, t],
+        )?;
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM sources WHERE key = ?1", [&info.id], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// The id of a known source, without adding it.
+    pub fn source_id(&self, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM sources WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Every (remote path, size, mtime) already backed up from this source.
+    pub fn sightings(&self, source_id: i64) -> Result<HashSet<(String, u64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT remote_path, size, mtime FROM sightings WHERE source_id = ?1")?;
+        let rows = stmt.query_map([source_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The store path of the file with this content, if it is stored.
+    pub fn path_of_hash(&self, hash: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT path FROM files WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// True when a stored file already uses this name (compared by `path_key`).
+    pub fn name_taken(&self, path_key: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM files WHERE path_key = ?1",
+                [path_key],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Records a batch of stored files and sightings in one transaction.
+    pub fn record(
+        &mut self,
+        source_id: i64,
+        files: &[NewFile],
+        sightings: &[Sighting],
+    ) -> Result<()> {
+        let t = now();
+        let tx = self.conn.transaction()?;
+        {
+            let mut add_file = tx.prepare_cached(
+                "INSERT INTO files(hash, size, path, path_key, captured, date_source, category, source_id, added_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for f in files {
+                add_file.execute(params![
+                    f.hash,
+                    f.size as i64,
+                    f.path,
+                    f.path_key,
+                    f.captured,
+                    f.date_source,
+                    f.category,
+                    source_id,
+                    t
+                ])?;
+            }
+            let mut add_sighting = tx.prepare_cached(
+                "INSERT INTO sightings(source_id, remote_path, size, mtime, hash, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                 ON CONFLICT DO UPDATE SET hash = excluded.hash, last_seen = excluded.last_seen",
+            )?;
+            for s in sightings {
+                add_sighting.execute(params![
+                    source_id,
+                    s.remote_path,
+                    s.size as i64,
+                    s.mtime,
+                    s.hash,
+                    t
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Starts a run row; returns its id.
+    pub fn start_run(&self, source_id: i64) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs(source_id, started, result) VALUES (?1, ?2, 'running')",
+            params![source_id, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes a run row with its result and counts.
+    pub fn finish_run(&self, run_id: i64, result: &str, c: &RunCounts) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished = ?2, result = ?3, copied = ?4, bytes_copied = ?5,
+             already_backed_up = ?6, duplicates = ?7, skipped = ?8, failed = ?9 WHERE id = ?1",
+            params![
+                run_id,
+                now(),
+                result,
+                c.copied as i64,
+                c.bytes_copied as i64,
+                c.already_backed_up as i64,
+                c.duplicates as i64,
+                c.skipped as i64,
+                c.failed as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Per-source summary for `offload status`.
+    pub fn status(&self) -> Result<Vec<SourceStatus>> {
+        let mut out = Vec::new();
+        let mut sources = self
+            .conn
+            .prepare("SELECT id, key, kind, name FROM sources ORDER BY name, key")?;
+        let rows: Vec<(i64, String, String, String)> = sources
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, key, kind, name) in rows {
+            // Files this source holds, whoever stored them first.
+            let (files, bytes): (i64, i64) = self.conn.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM files WHERE hash IN
+                 (SELECT DISTINCT hash FROM sightings WHERE source_id = ?1)",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut cats = self.conn.prepare_cached(
+                "SELECT category, count(*) FROM files WHERE hash IN
+                 (SELECT DISTINCT hash FROM sightings WHERE source_id = ?1)
+                 GROUP BY category ORDER BY count(*) DESC, category",
+            )?;
+            let categories = cats
+                .query_map([id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let last_run = self
+                .conn
+                .query_row(
+                    "SELECT started, finished, result, copied, failed FROM runs
+                     WHERE source_id = ?1 ORDER BY id DESC LIMIT 1",
+                    [id],
+                    |r| {
+                        Ok(LastRun {
+                            started: r.get(0)?,
+                            finished: r.get(1)?,
+                            result: r.get(2)?,
+                            copied: r.get::<_, i64>(3)? as u64,
+                            failed: r.get::<_, i64>(4)? as u64,
+                        })
+                    },
+                )
+                .optional()?;
+            out.push(SourceStatus {
+                id: key,
+                kind,
+                name,
+                files: files as u64,
+                bytes: bytes as u64,
+                categories,
+                last_run,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Total files and bytes in the store.
+    pub fn totals(&self) -> Result<(u64, u64)> {
+        let (n, b): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((n as u64, b as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceKind;
+
+    fn info(id: &str) -> DeviceInfo {
+        DeviceInfo {
+            id: id.into(),
+            kind: SourceKind::Folder,
+            name: "sd".into(),
+            manufacturer: None,
+            model: None,
+            serial: None,
+            storages: vec![],
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn record_and_query() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join(CATALOG_FILE)).unwrap();
+        let sid = c.upsert_source(&info("folder:/x")).unwrap();
+        assert_eq!(c.upsert_source(&info("folder:/x")).unwrap(), sid);
+        let f = NewFile {
+            hash: "aa",
+            size: 3,
+            path: "sd/2024/01/A.jpg",
+            path_key: "sd/2024/01/a.jpg",
+            captured: "2024-01-02T03:04:05",
+            date_source: "exif",
+            category: "photo",
+        };
+        let s = Sighting {
+            remote_path: "DCIM/A.jpg",
+            size: 3,
+            mtime: 7,
+            hash: "aa",
+        };
+        c.record(sid, &[f], &[s]).unwrap();
+        assert!(c
+            .sightings(sid)
+            .unwrap()
+            .contains(&("DCIM/A.jpg".to_string(), 3, 7)));
+        assert_eq!(
+            c.path_of_hash("aa").unwrap().as_deref(),
+            Some("sd/2024/01/A.jpg")
+        );
+        assert!(c.name_taken("sd/2024/01/a.jpg").unwrap());
+        assert!(!c.name_taken("sd/2024/01/b.jpg").unwrap());
+        let run = c.start_run(sid).unwrap();
+        c.finish_run(
+            run,
+            "ok",
+            &RunCounts {
+                copied: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let st = c.status().unwrap();
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].files, 1);
+        assert_eq!(st[0].categories, vec![("photo".to_string(), 1)]);
+        assert_eq!(st[0].last_run.as_ref().unwrap().result, "ok");
+    }
+
+    #[test]
+    fn a_second_file_under_a_case_twin_name_is_refused() {
+        let c = Catalog::in_memory().unwrap();
+        let mut c = c;
+        let sid = c.upsert_source(&info("folder:/y")).unwrap();
+        let mk = |hash: &'static str, path: &'static str| NewFile {
+            hash,
+            size: 1,
+            path,
+            path_key: "p/a.jpg",
+            captured: "2024-01-01T00:00:00",
+            date_source: "mtime",
+            category: "photo",
+        };
+        c.record(sid, &[mk("h1", "p/A.jpg")], &[]).unwrap();
+        assert!(c.record(sid, &[mk("h2", "p/a.jpg")], &[]).is_err());
+    }
+}

@@ -6,6 +6,8 @@
 mod catalog;
 mod cli;
 mod commands;
+mod commit;
+mod config;
 mod error;
 mod media;
 mod plan;

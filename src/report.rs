@@ -1,1 +1,203 @@
-//! report
+//! What a run tells the user: progress while it runs, a summary (or one JSON object)
+//! at the end.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::source::{DeviceInfo, Skipped};
+use crate::store::fsinfo::human_bytes;
+
+/// One source's result, also the shape of `devices[]` in `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct DeviceReport {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub copied: u64,
+    pub bytes_copied: u64,
+    pub already_backed_up: u64,
+    pub duplicates: u64,
+    pub skipped: Vec<Skipped>,
+    pub failed: Vec<Skipped>,
+    /// Set when the run of this source stopped early (the phone went away).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
+    /// Things worth knowing that did not stop the backup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl DeviceReport {
+    pub fn new(info: &DeviceInfo) -> DeviceReport {
+        DeviceReport {
+            id: info.id.clone(),
+            kind: info.kind.as_str().to_string(),
+            name: info.name.clone(),
+            warnings: info.warnings.clone(),
+            ..DeviceReport::default()
+        }
+    }
+}
+
+/// The whole run, the `--json` object.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub destination: String,
+    pub elapsed_s: f64,
+    pub dry_run: bool,
+    pub devices: Vec<DeviceReport>,
+}
+
+impl RunReport {
+    /// The human summary, for stdout.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let verb = if self.dry_run { "would copy" } else { "copied" };
+        let mut total_bytes = 0;
+        for d in &self.devices {
+            total_bytes += d.bytes_copied;
+            out.push_str(&format!("{} ({}, {}):\n", d.name, d.kind, d.id));
+            out.push_str(&format!(
+                "  {verb:<18} {} files, {}\n",
+                d.copied,
+                human_bytes(d.bytes_copied)
+            ));
+            out.push_str(&format!(
+                "  {:<18} {}\n",
+                "already backed up", d.already_backed_up
+            ));
+            out.push_str(&format!("  {:<18} {}\n", "duplicates", d.duplicates));
+            if !d.skipped.is_empty() {
+                let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+                for s in &d.skipped {
+                    *reasons.entry(s.reason.as_str()).or_default() += 1;
+                }
+                let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+                out.push_str(&format!(
+                    "  {:<18} {} ({})\n",
+                    "skipped",
+                    d.skipped.len(),
+                    list.join(", ")
+                ));
+            }
+            if !d.failed.is_empty() {
+                out.push_str(&format!("  {:<18} {}\n", "failed", d.failed.len()));
+                for f in &d.failed {
+                    out.push_str(&format!("    {}: {}\n", f.path, f.reason));
+                }
+            }
+            for w in &d.warnings {
+                out.push_str(&format!("  warning: {w}\n"));
+            }
+            if let Some(why) = &d.interrupted {
+                out.push_str(&format!("  stopped: {why}\n"));
+            }
+        }
+        let secs = self.elapsed_s.max(1e-9);
+        out.push_str(&format!(
+            "{} in {:.1} s ({}/s) to {}\n",
+            if self.dry_run { "Planned" } else { "Done" },
+            self.elapsed_s,
+            human_bytes((total_bytes as f64 / secs) as u64),
+            self.destination
+        ));
+        out
+    }
+}
+
+/// Progress while copying: bars on a terminal, plain lines elsewhere (logs, cron,
+/// the journal), nothing with `--json` unless stderr is a terminal.
+pub struct Progress {
+    bars: Option<(MultiProgress, ProgressBar, ProgressBar)>,
+    plain: bool,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new(quiet_plain: bool) -> Progress {
+        if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8));
+            let overall = multi.add(ProgressBar::new(0));
+            overall.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}  {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            let current = multi.add(ProgressBar::new(0));
+            current
+                .set_style(ProgressStyle::with_template("  {wide_msg}").expect("valid template"));
+            Progress {
+                bars: Some((multi, overall, current)),
+                plain: false,
+                last_line: Instant::now(),
+            }
+        } else {
+            Progress {
+                bars: None,
+                plain: !quiet_plain,
+                last_line: Instant::now(),
+            }
+        }
+    }
+
+    /// A source starts copying `files` files of `bytes` bytes.
+    pub fn start(&mut self, name: &str, files: usize, bytes: u64) {
+        if let Some((_, overall, _)) = &self.bars {
+            overall.reset();
+            overall.set_length(bytes);
+            overall.set_position(0);
+            overall.set_prefix(name.to_string());
+            overall.set_message(format!("0/{files} files"));
+        } else if self.plain {
+            eprintln!("{name}: {files} new files, {} to copy", human_bytes(bytes));
+        }
+    }
+
+    pub fn current(&self, path: &str) {
+        if let Some((_, _, current)) = &self.bars {
+            current.set_message(path.to_string());
+        }
+    }
+
+    pub fn advance(&mut self, bytes: u64) {
+        if let Some((_, overall, _)) = &self.bars {
+            overall.inc(bytes);
+        }
+    }
+
+    /// `done` of `files` files are finished; `line` describes the last one.
+    pub fn file_done(&mut self, done: usize, files: usize, line: &str) {
+        if let Some((_, overall, _)) = &self.bars {
+            overall.set_message(format!("{done}/{files} files"));
+        } else if self.plain {
+            // One line per file, but not a flood: at most ~10 lines a second.
+            if self.last_line.elapsed() >= Duration::from_millis(100) || done == files {
+                eprintln!("[{done}/{files}] {line}");
+                self.last_line = Instant::now();
+            }
+        }
+    }
+
+    /// A message that must be seen (a failure, a warning), above the bars.
+    pub fn println(&self, line: &str) {
+        match &self.bars {
+            Some((multi, _, _)) => {
+                let _ = multi.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, overall, current)) = self.bars.take() {
+            current.finish_and_clear();
+            overall.finish_and_clear();
+        }
+    }
+}

@@ -1,4 +1,347 @@
-//! `offload backup`
-pub fn run(_args: &crate::cli::BackupArgs) -> anyhow::Result<u8> {
-    todo!()
+//! `offload backup`: list each source, plan against the catalog, copy what is new in
+//! one pass, commit in durable batches, report.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::catalog::{Catalog, RunCounts, CATALOG_FILE};
+use crate::cli::BackupArgs;
+use crate::commit::{Batch, Outcome};
+use crate::config;
+use crate::error::{fail, Exit};
+use crate::plan::{self, Plan};
+use crate::report::{DeviceReport, Progress, RunReport};
+use crate::source::folder::FolderSource;
+use crate::source::{Skipped, Source, SourceError};
+use crate::store::fsinfo::human_bytes;
+use crate::store::template::{Template, DEFAULT_TEMPLATE};
+use crate::store::{Store, StoreError};
+use crate::transfer::{self, CopyError};
+
+/// Space kept free beyond the planned bytes: the catalog, folder entries, and a
+/// margin so that the drive is not filled to the last block.
+const SPACE_RESERVE: u64 = 64 << 20;
+
+/// Everything a backup run needs besides its sources.
+pub struct Options<'a> {
+    pub dest: &'a Path,
+    pub template: Template,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+pub fn run(args: &BackupArgs) -> Result<u8> {
+    let cfg = config::load()?;
+    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    let template_text = args
+        .template
+        .clone()
+        .or(cfg.template.clone())
+        .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
+    let template = Template::parse(&template_text).map_err(|e| fail(Exit::Usage, e.to_string()))?;
+
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    for from in &args.from {
+        let s = FolderSource::open(from).map_err(source_fail)?;
+        sources.push(Box::new(s));
+    }
+    if sources.is_empty() {
+        return Err(fail(
+            Exit::NoSource,
+            "Nothing to back up: give a camera-roll folder with --from PATH.",
+        ));
+    }
+    backup(
+        sources,
+        &Options {
+            dest: &dest,
+            template,
+            dry_run: args.dry_run,
+            json: args.json,
+        },
+    )
+}
+
+/// A source that cannot be opened or listed ends the run with exit 3 (or 5 if gone).
+fn source_fail(e: SourceError) -> anyhow::Error {
+    match e {
+        SourceError::Gone(m) => fail(Exit::Gone, m),
+        SourceError::Blocked(m) | SourceError::File(m) => fail(Exit::NoSource, m),
+    }
+}
+
+fn store_fail(e: StoreError) -> anyhow::Error {
+    fail(Exit::Destination, e.to_string())
+}
+
+/// Backs up every source into the store at `opts.dest`. Returns the exit code.
+pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
+    let started = Instant::now();
+    let announce = format!("Backing up to {}", opts.dest.display());
+    if opts.json {
+        eprintln!("{announce}");
+    } else {
+        println!("{announce}");
+        let _ = std::io::stdout().flush();
+    }
+
+    let store = if opts.dry_run {
+        None
+    } else {
+        Some(Store::open(opts.dest, true).map_err(store_fail)?)
+    };
+    let mut catalog = match &store {
+        Some(s) => Catalog::open(&s.meta_path(CATALOG_FILE))?,
+        None => {
+            let path = opts.dest.join(crate::store::META_DIR).join(CATALOG_FILE);
+            if path.exists() {
+                Catalog::open_read_only(&path)?
+            } else {
+                Catalog::in_memory()?
+            }
+        }
+    };
+
+    // List and plan every source before copying anything, so that the space check
+    // covers the whole run.
+    let mut plans: Vec<(i64, Plan, DeviceReport)> = Vec::new();
+    for source in sources.iter_mut() {
+        let info = source.info().clone();
+        let source_id = if opts.dry_run {
+            catalog.source_id(&info.id)?.unwrap_or(-1)
+        } else {
+            catalog.upsert_source(&info)?
+        };
+        let listing = source.list().map_err(source_fail)?;
+        let seen = catalog.sightings(source_id)?;
+        let mut plan = plan::plan(listing, &seen);
+        let mut report = DeviceReport::new(&info);
+        report.already_backed_up = plan.already_backed_up;
+        report.skipped = std::mem::take(&mut plan.skipped);
+        report.failed = std::mem::take(&mut plan.unreadable);
+        if let Some(limit) = store.as_ref().and_then(|s| s.fs.max_file_size) {
+            let fstype = store
+                .as_ref()
+                .map(|s| s.fs.fstype.clone())
+                .unwrap_or_default();
+            plan.to_copy.retain(|e| {
+                if e.size > limit {
+                    report.failed.push(Skipped {
+                        path: e.path.clone(),
+                        reason: format!(
+                            "{} is larger than the {} filesystem of the destination allows ({}); \
+                             back it up to an exFAT, NTFS or ext4 drive",
+                            human_bytes(e.size),
+                            fstype,
+                            human_bytes(limit)
+                        ),
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        plans.push((source_id, plan, report));
+    }
+
+    if let Some(store) = &store {
+        let needed: u64 = plans.iter().map(|(_, p, _)| p.bytes_to_copy()).sum();
+        if needed > 0 && needed + SPACE_RESERVE > store.fs.free_bytes {
+            return Err(fail(
+                Exit::Destination,
+                format!(
+                    "Not enough space on the drive holding {}: {} needed, {} free. \
+                     Nothing was copied. Free some space or use a bigger drive.",
+                    store.root().display(),
+                    human_bytes(needed + SPACE_RESERVE),
+                    human_bytes(store.fs.free_bytes)
+                ),
+            ));
+        }
+    }
+
+    let mut progress = Progress::new(opts.json);
+    let mut devices = Vec::new();
+    let mut code = 0u8;
+    let mut dest_error = None;
+    for (source, (source_id, plan, mut report)) in sources.iter_mut().zip(plans) {
+        match &store {
+            None => {
+                report.copied = plan.to_copy.len() as u64;
+                report.bytes_copied = plan.bytes_to_copy();
+            }
+            Some(store) => {
+                let outcome = copy_source(
+                    source.as_mut(),
+                    store,
+                    &mut catalog,
+                    &opts.template,
+                    source_id,
+                    plan,
+                    &mut report,
+                    &mut progress,
+                );
+                if let Err(e) = outcome {
+                    dest_error = Some(e);
+                }
+            }
+        }
+        if report.interrupted.is_some() {
+            code = code.max(Exit::Gone as u8);
+        } else if !report.failed.is_empty() {
+            code = code.max(Exit::SomeFailed as u8);
+        }
+        devices.push(report);
+        if dest_error.is_some() {
+            break;
+        }
+    }
+    progress.finish();
+
+    let report = RunReport {
+        destination: opts.dest.display().to_string(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        dry_run: opts.dry_run,
+        devices,
+    };
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
+    }
+    if let Some(e) = dest_error {
+        let saved: u64 = report.devices.iter().map(|d| d.copied).sum();
+        return Err(fail(
+            Exit::Destination,
+            format!(
+                "Writing to {} failed: {e:#}. {saved} files were saved; nothing partial was kept. \
+                 Fix the drive and run offload again to copy the rest.",
+                opts.dest.display()
+            ),
+        ));
+    }
+    for d in &report.devices {
+        if let Some(why) = &d.interrupted {
+            eprintln!(
+                "offload: {why} {} files were saved; nothing partial was kept.",
+                d.copied
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Copies one source's plan. Source failures are recorded in `report` (a vanished
+/// device sets `report.interrupted`); destination failures are returned, after the
+/// files already copied have been committed where possible.
+#[allow(clippy::too_many_arguments)]
+fn copy_source(
+    source: &mut dyn Source,
+    store: &Store,
+    catalog: &mut Catalog,
+    template: &Template,
+    source_id: i64,
+    plan: Plan,
+    report: &mut DeviceReport,
+    progress: &mut Progress,
+) -> Result<()> {
+    let run_id = catalog.start_run(source_id)?;
+    let name = source.info().name.clone();
+    let total = plan.to_copy.len();
+    progress.start(&name, total, plan.bytes_to_copy());
+    let mut buf = Vec::new();
+    let mut batch = Batch::new(store, catalog, template, &name, source_id);
+    let mut done = 0usize;
+    let mut result: Result<()> = Ok(());
+
+    for entry in plan.to_copy {
+        progress.current(&entry.path);
+        let copied = match source.open(&entry, 0) {
+            Ok(mut reader) => transfer::copy(&mut *reader, store, entry.size, &mut buf, &mut |n| {
+                progress.advance(n)
+            }),
+            Err(e) => Err(CopyError::Source(e)),
+        };
+        done += 1;
+        match copied {
+            Ok(c) => {
+                let size = c.size;
+                match batch.add(c, entry.clone()) {
+                    Ok(Outcome::Duplicate) => {
+                        report.duplicates += 1;
+                        progress.file_done(done, total, &format!("duplicate {}", entry.path));
+                    }
+                    Ok(Outcome::Queued) => {
+                        progress.file_done(
+                            done,
+                            total,
+                            &format!("copied {} ({})", entry.path, human_bytes(size)),
+                        );
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                if batch.is_full() {
+                    if let Err(e) = flush(&mut batch, report) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            Err(CopyError::Source(SourceError::Gone(why))) => {
+                report.interrupted = Some(why);
+                break;
+            }
+            Err(CopyError::Source(e)) => {
+                progress.println(&format!("failed: {}: {e}", entry.path));
+                report.failed.push(Skipped {
+                    path: entry.path.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(CopyError::Dest(e)) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = flush(&mut batch, report);
+    }
+    drop(batch);
+    let counts = RunCounts {
+        copied: report.copied,
+        bytes_copied: report.bytes_copied,
+        already_backed_up: report.already_backed_up,
+        duplicates: report.duplicates,
+        skipped: report.skipped.len() as u64,
+        failed: report.failed.len() as u64,
+    };
+    let outcome = if result.is_err() {
+        "destination-error"
+    } else if report.interrupted.is_some() {
+        "interrupted"
+    } else if !report.failed.is_empty() {
+        "failures"
+    } else {
+        "ok"
+    };
+    // Best effort: the destination may be what failed.
+    let _ = catalog.finish_run(run_id, outcome, &counts);
+    result
+}
+
+fn flush(batch: &mut Batch, report: &mut DeviceReport) -> Result<()> {
+    for s in batch.flush()? {
+        report.copied += 1;
+        report.bytes_copied += s.size;
+        tracing::info!("stored {} as {}", s.remote_path, s.store_path);
+    }
+    Ok(())
 }

@@ -1,4 +1,80 @@
-//! `offload status`
-pub fn run(_args: &crate::cli::StatusArgs) -> anyhow::Result<u8> {
-    todo!()
+//! `offload status`: per source, the last backup, what is stored, counts per category.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, SourceStatus, CATALOG_FILE};
+use crate::cli::StatusArgs;
+use crate::config;
+use crate::error::{fail, Exit};
+use crate::store::fsinfo::human_bytes;
+use crate::store::META_DIR;
+
+#[derive(Serialize)]
+struct StatusReport {
+    destination: String,
+    files: u64,
+    bytes: u64,
+    sources: Vec<SourceStatus>,
+}
+
+pub fn run(args: &StatusArgs) -> Result<u8> {
+    let cfg = config::load()?;
+    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    let path = dest.join(META_DIR).join(CATALOG_FILE);
+    if !path.exists() {
+        return Err(fail(
+            Exit::Destination,
+            format!(
+                "There is no offload backup at {}. Check the drive is plugged in, or pass --to DEST.",
+                dest.display()
+            ),
+        ));
+    }
+    // Read-only and lock-free: status may run while a backup is writing.
+    let catalog = Catalog::open_read_only(&path)?;
+    let (files, bytes) = catalog.totals()?;
+    let report = StatusReport {
+        destination: dest.display().to_string(),
+        files,
+        bytes,
+        sources: catalog.status()?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    println!(
+        "Backup at {}: {} files, {}",
+        report.destination,
+        report.files,
+        human_bytes(report.bytes)
+    );
+    for s in &report.sources {
+        println!("\n{} ({}, {})", s.name, s.kind, s.id);
+        match &s.last_run {
+            Some(r) => println!(
+                "  last backup   {} ({}: {} copied, {} failed)",
+                r.finished.as_deref().unwrap_or(&r.started),
+                r.result,
+                r.copied,
+                r.failed
+            ),
+            None => println!("  last backup   never"),
+        }
+        println!(
+            "  stored        {} files, {}",
+            s.files,
+            human_bytes(s.bytes)
+        );
+        let cats: Vec<String> = s
+            .categories
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        if !cats.is_empty() {
+            println!("  categories    {}", cats.join(", "));
+        }
+    }
+    Ok(0)
 }

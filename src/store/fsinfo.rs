@@ -1,0 +1,231 @@
+//! Facts about the filesystem a store lives on, and the few system calls the atomic
+//! commit needs: free space, file-size limit, rename without replacing, directory sync.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The filesystem holding a path, as the kernel reports it.
+#[derive(Clone, Debug)]
+pub struct FsInfo {
+    /// Filesystem type from /proc/self/mountinfo (`ext4`, `vfat`, `exfat`, `fuseblk`...).
+    pub fstype: String,
+    /// Where that filesystem is mounted.
+    pub mount_point: PathBuf,
+    /// What is mounted there (`/dev/sdb1`, `tmpfs`...).
+    pub mount_source: String,
+    /// Bytes an unprivileged writer may still use.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Largest file the filesystem can hold, when it is smaller than any photo or
+    /// video could plausibly be (FAT: 4 GiB − 1).
+    pub max_file_size: Option<u64>,
+}
+
+/// FAT12/16/32 store a file's size in 32 bits.
+pub const FAT_MAX_FILE: u64 = u32::MAX as u64;
+
+impl FsInfo {
+    /// Reads the facts for the filesystem that holds `path` (which must exist).
+    pub fn of(path: &Path) -> io::Result<FsInfo> {
+        let st = rustix::fs::statvfs(path)?;
+        let free_bytes = st.f_bavail.saturating_mul(st.f_frsize);
+        let total_bytes = st.f_blocks.saturating_mul(st.f_frsize);
+        let canon = path.canonicalize()?;
+        let (mount_point, fstype, mount_source) =
+            mount_of(&canon).unwrap_or_else(|| (PathBuf::from("/"), String::new(), String::new()));
+        let max_file_size = max_file_size_for(&fstype, &mount_source);
+        Ok(FsInfo {
+            fstype,
+            mount_point,
+            mount_source,
+            free_bytes,
+            total_bytes,
+            max_file_size,
+        })
+    }
+
+    /// True where `syncfs` is known to flush file data to the device. Network and FUSE
+    /// filesystems may accept `syncfs` and do nothing, so files there are synced one by one.
+    pub fn syncfs_is_trustworthy(&self) -> bool {
+        matches!(
+            self.fstype.as_str(),
+            "ext2"
+                | "ext3"
+                | "ext4"
+                | "xfs"
+                | "btrfs"
+                | "f2fs"
+                | "vfat"
+                | "msdos"
+                | "exfat"
+                | "ntfs3"
+                | "tmpfs"
+                | "hfsplus"
+                | "jfs"
+                | "nilfs2"
+        )
+    }
+}
+
+/// FAT (through the kernel or FUSE) limits a file to 4 GiB − 1.
+fn max_file_size_for(fstype: &str, _source: &str) -> Option<u64> {
+    match fstype {
+        "vfat" | "msdos" | "fat" | "umsdos" | "fuse.fusefat" | "fusefat" => Some(FAT_MAX_FILE),
+        _ => None,
+    }
+}
+
+/// Finds the mount that holds `path` (already canonical): the longest mount point
+/// that is a prefix of it. Returns (mount point, fstype, source).
+fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(PathBuf, String, String)> = None;
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mp) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mp = PathBuf::from(unescape_mountinfo(mp));
+        let mut right = right.split(' ');
+        let fstype = right.next().unwrap_or("").to_string();
+        let source = unescape_mountinfo(right.next().unwrap_or(""));
+        if path.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((mp, fstype, source));
+        }
+    }
+    best
+}
+
+/// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Renames `from` to `to` only if `to` does not exist. Returns `Ok(false)` when it
+/// exists. Uses `renameat2(RENAME_NOREPLACE)`; where the filesystem lacks it, a hard
+/// link (atomic, fails on an existing name) and then, where links are unsupported
+/// too (FAT, exFAT), a check and a plain rename, which is safe because the store lock
+/// makes this process the only writer.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(true),
+        Err(rustix::io::Errno::EXIST) => return Ok(false),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {
+            std::fs::remove_file(from)?;
+            return Ok(true);
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(_) => {}
+    }
+    if to.symlink_metadata().is_ok() {
+        return Ok(false);
+    }
+    std::fs::rename(from, to)?;
+    Ok(true)
+}
+
+/// Makes a directory's entries (new names, renames) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir)?.sync_all() {
+        // Some filesystems (FUSE, vfat on old kernels) refuse fsync on a directory;
+        // the data itself was synced, and there is nothing more to ask of them.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
+        other => other,
+    }
+}
+
+/// Flushes every dirty page of the filesystem holding `fd`, reporting any write-back
+/// error since `fd` was opened.
+pub fn syncfs(fd: &File) -> io::Result<()> {
+    rustix::fs::syncfs(fd).map_err(Into::into)
+}
+
+/// "1.5 GB" style sizes for messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(
+            unescape_mountinfo(r"/media/me/MY\040DRIVE"),
+            "/media/me/MY DRIVE"
+        );
+        assert_eq!(unescape_mountinfo(r"/a\134b"), r"/a\b");
+        assert_eq!(unescape_mountinfo(r"/x\04"), r"/x\04");
+    }
+
+    #[test]
+    fn fat_has_a_limit() {
+        assert_eq!(max_file_size_for("vfat", "/dev/sdb1"), Some(4294967295));
+        assert_eq!(max_file_size_for("ext4", "/dev/sda1"), None);
+    }
+
+    #[test]
+    fn noreplace_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        let b = d.path().join("b");
+        std::fs::write(&a, "new").unwrap();
+        std::fs::write(&b, "old").unwrap();
+        assert!(!rename_noreplace(&a, &b).unwrap());
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "old");
+        std::fs::remove_file(&b).unwrap();
+        assert!(rename_noreplace(&a, &b).unwrap());
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new");
+        assert!(!a.exists());
+    }
+
+    #[test]
+    fn fsinfo_of_tmp() {
+        let d = tempfile::tempdir().unwrap();
+        let info = FsInfo::of(d.path()).unwrap();
+        assert!(info.total_bytes > 0);
+        assert!(!info.fstype.is_empty());
+        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
+        assert_eq!(human_bytes(999), "999 B");
+    }
+}
