@@ -108,6 +108,11 @@ impl<'a> Batch<'a> {
         });
         self.queued_hashes.insert(copied.hash);
         self.pending_bytes += copied.size;
+        // The head was only needed for the category; do not hold it for the whole batch.
+        let copied = Copied {
+            head: Vec::new(),
+            ..copied
+        };
         self.pending.push(Pending {
             copied,
             entry,

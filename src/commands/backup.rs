@@ -150,7 +150,10 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
 
     if let Some(store) = &store {
         let needed: u64 = plans.iter().map(|(_, p, _)| p.bytes_to_copy()).sum();
-        if needed > 0 && needed + SPACE_RESERVE > store.fs.free_bytes {
+        // A filesystem that reports no size at all (some FUSE drivers) cannot be
+        // checked ahead; a full disk is then caught, cleanly, by the first failed write.
+        let known = store.fs.total_bytes > 0;
+        if known && needed > 0 && needed + SPACE_RESERVE > store.fs.free_bytes {
             return Err(fail(
                 Exit::Destination,
                 format!(

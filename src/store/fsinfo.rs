@@ -157,7 +157,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     match File::open(dir)?.sync_all() {
         // Some filesystems (FUSE, vfat on old kernels) refuse fsync on a directory;
         // the data itself was synced, and there is nothing more to ask of them.
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => Ok(()),
+        Err(e)
+            if [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::NOTSUP]
+                .iter()
+                .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks of offload against rsync and rclone on the same disk.
+
+Each scenario runs every tool in turn, several rounds, with the page cache dropped
+before each timed run when running as root, and reports medians, ratios and peak RSS
+(from wait4's rusage) in BENCHMARKS.md. Timing lives here, never in the tests: the
+machines are shared and noisy, so only side-by-side ratios of medians mean anything.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    if os.geteuid() == 0:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+        except OSError:
+            pass
+
+
+def timed(cmd, env=None):
+    """Runs cmd; returns (seconds, peak RSS in MiB). Fails loudly on a non-zero exit."""
+    start = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, ru = os.wait4(p.pid, 0)
+    elapsed = time.perf_counter() - start
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(f"benchmark command failed ({code}): {' '.join(cmd)}\n{err}")
+    return elapsed, ru.ru_maxrss / 1024.0
+
+
+def tools(offload, src, dst):
+    env = dict(os.environ, TZ="UTC")
+    return {
+        "offload backup": ([offload, "backup", "--from", src, "--to", dst], env),
+        "rsync -a --fsync": (["rsync", "-a", "--fsync", src + "/", dst + "/"], env),
+        "rsync -a": (["rsync", "-a", src + "/", dst + "/"], env),
+        "rclone copy": (["rclone", "--config", "/dev/null", "copy", src, dst], env),
+    }
+
+
+def table(title, rows, base, note):
+    lines = [f"### {title}", "", note, "",
+             "| tool | median s | min s | max s | runs | ratio to offload | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|"]
+    b = statistics.median(rows[base][0])
+    for name, (secs, rss) in rows.items():
+        med = statistics.median(secs)
+        lines.append(f"| {name} | {med:.2f} | {min(secs):.2f} | {max(secs):.2f} | {len(secs)} | "
+                     f"{b / med:.2f} | {max(rss):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def first_run(args, work, offload):
+    src = os.path.join(work, "roll-first")
+    if not os.path.exists(os.path.join(src, ".done")):
+        shutil.rmtree(src, ignore_errors=True)
+        subprocess.run([offload, "sim", "roll", "--kind", "bulk", "--dir", src,
+                        "--photos", str(args.photos), "--photo-size", str(args.photo_size),
+                        "--videos", str(args.videos), "--video-size", str(args.video_size)],
+                       check=True, stdout=subprocess.DEVNULL)
+        open(os.path.join(src, ".done"), "w").close()
+    rows = {}
+    for r in range(args.rounds):
+        for name, (cmd_fn) in tools(offload, src, os.path.join(work, "dst")).items():
+            dst = os.path.join(work, "dst")
+            shutil.rmtree(dst, ignore_errors=True)
+            drop_caches()
+            cmd, env = cmd_fn
+            secs, rss = timed(cmd, env)
+            rows.setdefault(name, ([], []))
+            rows[name][0].append(secs)
+            rows[name][1].append(rss)
+            print(f"first run, round {r + 1}: {name}: {secs:.2f} s, {rss:.0f} MiB", flush=True)
+    shutil.rmtree(os.path.join(work, "dst"), ignore_errors=True)
+    total = args.photos * args.photo_size + args.videos * args.video_size
+    return table(
+        "First run: copy a new camera roll",
+        rows, "offload backup",
+        f"{args.photos} photos of {args.photo_size / 1e6:g} MB and {args.videos} videos of "
+        f"{args.video_size / 1e6:g} MB ({total / 1e9:.2f} GB), same disk, page cache dropped "
+        f"before each run; medians of {args.rounds} rounds. Ratio > 1 means offload is faster. "
+        "offload and `rsync --fsync` leave the data durable; plain rsync and rclone leave it "
+        "in the page cache.")
+
+
+def noop_rerun(args, work, offload):
+    src = os.path.join(work, "roll-noop")
+    if not os.path.exists(os.path.join(src, ".done")):
+        shutil.rmtree(src, ignore_errors=True)
+        subprocess.run([offload, "sim", "roll", "--kind", "bulk", "--dir", src,
+                        "--photos", str(args.noop_files), "--photo-size", "4096",
+                        "--videos", "0"], check=True, stdout=subprocess.DEVNULL)
+        open(os.path.join(src, ".done"), "w").close()
+    rows = {}
+    for name, (cmd, env) in tools(offload, src, os.path.join(work, "noop-" + name.split()[0])).items():
+        if name == "rsync -a --fsync":
+            continue
+        dst = os.path.join(work, "noop-" + name.split()[0])
+        shutil.rmtree(dst, ignore_errors=True)
+        timed(cmd, env)  # the first, copying run
+        rows[name] = ([], [])
+    for r in range(args.rounds):
+        for name in rows:
+            dst = os.path.join(work, "noop-" + name.split()[0])
+            cmd, env = tools(offload, src, dst)[name]
+            drop_caches()
+            secs, rss = timed(cmd, env)
+            rows[name][0].append(secs)
+            rows[name][1].append(rss)
+            print(f"no-op rerun, round {r + 1}: {name}: {secs:.2f} s, {rss:.0f} MiB", flush=True)
+    for name in rows:
+        shutil.rmtree(os.path.join(work, "noop-" + name.split()[0]), ignore_errors=True)
+    return table(
+        "No-op rerun: nothing is new",
+        rows, "offload backup",
+        f"{args.noop_files} files already backed up; page cache dropped before each run; "
+        f"medians of {args.rounds} rounds. Ratio > 1 means offload is faster.")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", default=os.path.join(ROOT, "bench-out"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--photo-size", type=int, default=2_000_000)
+    ap.add_argument("--videos", type=int, default=10)
+    ap.add_argument("--video-size", type=int, default=100_000_000)
+    ap.add_argument("--noop-files", type=int, default=20_000)
+    ap.add_argument("--only", choices=["first", "noop"], action="append")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = ap.parse_args()
+    for t in ["rsync", "rclone"]:
+        if shutil.which(t) is None:
+            sys.exit(f"{t} is not installed (Debian: apt-get install {t})")
+    offload = os.path.join(ROOT, "target", "release", "offload")
+    os.makedirs(args.work, exist_ok=True)
+    sections = []
+    only = args.only or ["first", "noop"]
+    if "first" in only:
+        sections.append(first_run(args, args.work, offload))
+    if "noop" in only:
+        sections.append(noop_rerun(args, args.work, offload))
+    cpu = subprocess.run(["sh", "-c", "nproc; uname -r; df -hT " + args.work + " | tail -1"],
+                         capture_output=True, text=True).stdout.split("\n")
+    head = ("# Benchmarks\n\nWritten by `scripts/bench.sh` on "
+            f"{time.strftime('%Y-%m-%d')}: {cpu[0]} cores, kernel {cpu[1]}, disk `{cpu[2].strip()}`.\n"
+            "Peak RSS is the largest resident set of the tool's process tree leader (wait4).\n\n")
+    with open(args.out, "w") as f:
+        f.write(head + "\n".join(sections))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
