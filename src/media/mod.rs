@@ -1,10 +1,22 @@
 //! What a file is and when it was taken: category and capture date.
 //!
-//! (Interface first; the readers land with the media module.)
+//! - [`capture_date`]: EXIF DateTimeOriginal, else the container's creation time, else a
+//!   date in the file name, else the source's mtime. Always gives an answer.
+//! - [`categorize`]: photo, video, screenshot, raw or other, from the content first.
+
+mod category;
+mod meta;
+mod name_date;
 
 use std::path::Path;
 
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+/// Capture dates outside these years are taken as unset or broken clocks.
+const MIN_YEAR: i16 = 1990;
+const MAX_YEAR: i16 = 2100;
 
 /// Where a capture date came from, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,12 +70,42 @@ impl Category {
 }
 
 /// Capture date of the local file `path` (the copy being made), whose name on the
-/// source is `name` and whose source mtime is `mtime` (Unix seconds).
-pub fn capture_date(_path: &Path, _name: &str, _mtime: i64) -> CaptureDate {
-    todo!()
+/// source is `name` and whose source mtime is `mtime` (Unix seconds). Local times are
+/// those of the computer's time zone (`TZ` is honoured).
+pub fn capture_date(path: &Path, name: &str, mtime: i64) -> CaptureDate {
+    capture_date_in(path, name, mtime, &TimeZone::system())
 }
 
-/// Category from the source path and the first bytes of the content.
-pub fn categorize(_source_path: &str, _head: &[u8]) -> Category {
-    todo!()
+/// [`capture_date`] with an explicit local time zone, used for the times that are UTC
+/// (QuickTime, Pixel file names, mtime).
+pub fn capture_date_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> CaptureDate {
+    if let Some(found) = meta::read(path, tz) {
+        return found;
+    }
+    if let Some(local) = name_date::date_from_name_in(name, tz) {
+        return CaptureDate {
+            local,
+            source: DateSource::FileName,
+        };
+    }
+    let instant = Timestamp::from_second(mtime).unwrap_or(Timestamp::UNIX_EPOCH);
+    CaptureDate {
+        local: instant.to_zoned(tz.clone()).datetime(),
+        source: DateSource::Mtime,
+    }
 }
+
+/// The local capture time written in a file name (`IMG_20240131_235959`, a Pixel's UTC
+/// `PXL_20240131_235959123`, WhatsApp `IMG-20240131-WA0001`, screenshots...), if any.
+pub fn date_from_name(name: &str) -> Option<jiff::civil::DateTime> {
+    name_date::date_from_name_in(name, &TimeZone::system())
+}
+
+/// Category from the source path (`/`-separated) and up to the first 64 KiB of content
+/// (may be empty: then the name decides). Content decides; the extension breaks ties.
+pub fn categorize(source_path: &str, head: &[u8]) -> Category {
+    category::categorize(source_path, head)
+}
+
+#[cfg(test)]
+mod tests;
