@@ -136,16 +136,18 @@ fn now() -> String {
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` for reading and writing.
-    pub fn open(path: &Path) -> Result<Catalog> {
+    /// `wal` asks for write-ahead logging, which keeps readers (status, sqlite3) out
+    /// of the writer's way but needs shared memory maps that FUSE and network
+    /// filesystems may not provide; the rollback journal works everywhere.
+    pub fn open(path: &Path, wal: bool) -> Result<Catalog> {
         let conn = Connection::open(path)
             .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // WAL keeps readers (status, sqlite3) out of the writer's way. Some filesystems
-        // (FUSE, network) cannot share WAL memory; the rollback journal works everywhere.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .unwrap_or_default();
-        if !mode.eq_ignore_ascii_case("wal") {
+        let mode = if wal { "WAL" } else { "DELETE" };
+        let got: String = conn
+            .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+            .with_context(|| format!("opening the catalog {}", path.display()))?;
+        if !got.eq_ignore_ascii_case(mode) {
             conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))?;
         }
         // NORMAL in WAL is consistent after a crash; a lost last transaction only means
@@ -394,7 +396,7 @@ mod tests {
     #[test]
     fn record_and_query() {
         let d = tempfile::tempdir().unwrap();
-        let mut c = Catalog::open(&d.path().join(CATALOG_FILE)).unwrap();
+        let mut c = Catalog::open(&d.path().join(CATALOG_FILE), true).unwrap();
         let sid = c.upsert_source(&info("folder:/x")).unwrap();
         assert_eq!(c.upsert_source(&info("folder:/x")).unwrap(), sid);
         let f = NewFile {

@@ -81,7 +81,8 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("OFFLOAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // Parsers of hostile media log their complaints; the user sees the fallback date instead.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},nom_exif=off")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

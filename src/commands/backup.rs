@@ -94,7 +94,7 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
         Some(Store::open(opts.dest, true).map_err(store_fail)?)
     };
     let mut catalog = match &store {
-        Some(s) => Catalog::open(&s.meta_path(CATALOG_FILE))?,
+        Some(s) => Catalog::open(&s.meta_path(CATALOG_FILE), s.fs.supports_wal())?,
         None => {
             let path = opts.dest.join(crate::store::META_DIR).join(CATALOG_FILE);
             if path.exists() {
@@ -157,9 +157,11 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
             return Err(fail(
                 Exit::Destination,
                 format!(
-                    "Not enough space on the drive holding {}: {} needed, {} free. \
-                     Nothing was copied. Free some space or use a bigger drive.",
+                    "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
+                     {} free. Nothing was copied. Free some space or use a bigger drive.",
                     store.root().display(),
+                    store.fs.mount_source,
+                    store.fs.mount_point.display(),
                     human_bytes(needed + SPACE_RESERVE),
                     human_bytes(store.fs.free_bytes)
                 ),

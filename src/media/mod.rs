@@ -95,12 +95,6 @@ pub fn capture_date_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> Ca
     }
 }
 
-/// The local capture time written in a file name (`IMG_20240131_235959`, a Pixel's UTC
-/// `PXL_20240131_235959123`, WhatsApp `IMG-20240131-WA0001`, screenshots...), if any.
-pub fn date_from_name(name: &str) -> Option<jiff::civil::DateTime> {
-    name_date::date_from_name_in(name, &TimeZone::system())
-}
-
 /// Category from the source path (`/`-separated) and up to the first 64 KiB of content
 /// (may be empty: then the name decides). Content decides; the extension breaks ties.
 pub fn categorize(source_path: &str, head: &[u8]) -> Category {

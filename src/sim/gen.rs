@@ -75,6 +75,7 @@ fn mix(seed: u64, index: u64) -> u64 {
 /// when `date` is given, DateTimeOriginal, plus OffsetTimeOriginal such as `"+02:00"`
 /// when `offset` is given), then seeded bytes after EOI up to `size` bytes in all (never
 /// less than the image itself).
+#[cfg(test)]
 pub fn jpeg(date: Option<DateTime>, offset: Option<&str>, seed: u64, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size);
     write_jpeg(&mut out, date, offset, seed, size as u64).expect("writing to memory");

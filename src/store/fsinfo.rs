@@ -45,6 +45,16 @@ impl FsInfo {
         })
     }
 
+    /// True where SQLite's write-ahead log can work: it needs shared memory maps,
+    /// which FUSE and network filesystems may not provide.
+    pub fn supports_wal(&self) -> bool {
+        !(self.fstype.starts_with("fuse")
+            || matches!(
+                self.fstype.as_str(),
+                "nfs" | "nfs4" | "cifs" | "smb3" | "9p" | "sshfs"
+            ))
+    }
+
     /// True where `syncfs` is known to flush file data to the device. Network and FUSE
     /// filesystems may accept `syncfs` and do nothing, so files there are synced one by one.
     pub fn syncfs_is_trustworthy(&self) -> bool {
@@ -158,9 +168,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
         // Some filesystems (FUSE, vfat on old kernels) refuse fsync on a directory;
         // the data itself was synced, and there is nothing more to ask of them.
         Err(e)
-            if [rustix::io::Errno::INVAL, rustix::io::Errno::NOSYS, rustix::io::Errno::NOTSUP]
-                .iter()
-                .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            if [
+                rustix::io::Errno::INVAL,
+                rustix::io::Errno::NOSYS,
+                rustix::io::Errno::NOTSUP,
+            ]
+            .iter()
+            .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
         {
             Ok(())
         }

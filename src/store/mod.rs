@@ -60,7 +60,6 @@ pub struct Store {
     /// Any file on the store's filesystem, for `syncfs`.
     root_fd: File,
     pub fs: FsInfo,
-    pub identity: Identity,
     counter: AtomicU64,
 }
 
@@ -103,7 +102,7 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(root)),
             Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        let identity = load_or_create_identity(&meta)?;
+        load_or_create_identity(&meta)?;
         let root_fd = File::open(&root).map_err(io_err(&root))?;
         let fs = FsInfo::of(&root).map_err(io_err(&root))?;
         let store = Store {
@@ -112,7 +111,6 @@ impl Store {
             _lock: lock,
             root_fd,
             fs,
-            identity,
             counter: AtomicU64::new(0),
         };
         store.sweep_tmp().map_err(io_err(&store.tmp))?;
@@ -240,11 +238,6 @@ impl Store {
         all.dedup();
         all.iter().try_for_each(|d| fsinfo::sync_dir(d))
     }
-
-    /// Absolute path of a store-relative path.
-    pub fn abs(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
 }
 
 /// `IMG_0001.JPG` + `1a2b3c4d` → `IMG_0001~1a2b3c4d.JPG`, in the last component.
@@ -327,12 +320,17 @@ mod tests {
             Store::open(d.path(), false),
             Err(StoreError::Locked(_))
         ));
-        let id = s.identity.store_id.clone();
+        let id = fs::read(d.path().join(".offload/store.json")).unwrap();
         drop(s);
         assert!(p.exists());
         let s = Store::open(d.path(), false).unwrap();
         assert!(!p.exists(), "stale temp file swept");
-        assert_eq!(s.identity.store_id, id, "identity is stable");
+        drop(s);
+        assert_eq!(
+            fs::read(d.path().join(".offload/store.json")).unwrap(),
+            id,
+            "identity is stable"
+        );
     }
 
     #[test]

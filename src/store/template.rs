@@ -29,7 +29,6 @@ enum Piece {
 /// A parsed template: path components, each a sequence of text and tokens.
 #[derive(Clone, Debug)]
 pub struct Template {
-    source: String,
     components: Vec<Vec<Piece>>,
 }
 
@@ -120,14 +119,7 @@ impl Template {
                     .into(),
             ));
         }
-        Ok(Template {
-            source: source.to_string(),
-            components,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.source
+        Ok(Template { components })
     }
 
     /// Renders the store-relative path for one file: every component sanitised on

@@ -43,7 +43,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::Builder::new().prefix("offload-test-").tempdir().unwrap() }
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("offload-test-")
+                .tempdir()
+                .unwrap(),
+        }
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
@@ -66,7 +71,14 @@ impl Scratch {
     pub fn roll(&self, dir: &str, extra: &[&str]) -> Vec<serde_json::Value> {
         let manifest = self.path(&format!("{dir}.manifest.json"));
         let d = self.path(dir);
-        let mut args = vec!["sim", "roll", "--dir", d.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()];
+        let mut args = vec![
+            "sim",
+            "roll",
+            "--dir",
+            d.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         let r = self.run(&args);
         r.ok();
@@ -92,15 +104,25 @@ impl From<Output> for Done {
 
 impl Done {
     pub fn ok(&self) -> &Done {
-        assert_eq!(self.code, 0, "exit {}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
     pub fn code(&self, want: i32) -> &Done {
-        assert_eq!(self.code, want, "exit {} (wanted {want})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, want,
+            "exit {} (wanted {want})\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 
@@ -113,10 +135,18 @@ pub fn hash_file(p: &Path) -> String {
 /// Every file in the store outside `.offload/`: relative path → hash.
 pub fn store_files(dest: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dest).into_iter().filter_entry(|e| e.file_name() != ".offload") {
+    for e in walkdir::WalkDir::new(dest)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".offload")
+    {
         let e = e.unwrap();
         if e.file_type().is_file() {
-            let rel = e.path().strip_prefix(dest).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(dest)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel, hash_file(e.path()));
         }
     }
@@ -126,10 +156,18 @@ pub fn store_files(dest: &Path) -> BTreeMap<String, String> {
 /// Every regular, non-hidden file of a source folder: relative path → hash.
 pub fn source_files(dir: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir).into_iter().filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')) {
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'))
+    {
         let e = e.unwrap();
         if e.file_type().is_file() {
-            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel, hash_file(e.path()));
         }
     }
@@ -143,11 +181,15 @@ pub fn catalog(dest: &Path) -> rusqlite::Connection {
 /// Catalog rows of `files`: path → (hash, captured, date_source, category).
 pub fn catalog_files(dest: &Path) -> BTreeMap<String, (String, String, String, String)> {
     let c = catalog(dest);
-    let mut s = c.prepare("SELECT path, hash, captured, date_source, category FROM files").unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut s = c
+        .prepare("SELECT path, hash, captured, date_source, category FROM files")
+        .unwrap();
+    s.query_map([], |r| {
+        Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }
 
 /// Asserts that every stored file hashes as the catalog says and that the catalog
@@ -156,6 +198,10 @@ pub fn assert_store_consistent(dest: &Path) {
     let on_disk = store_files(dest);
     let cat = catalog_files(dest);
     for (path, (hash, ..)) in &cat {
-        assert_eq!(on_disk.get(path), Some(hash), "catalog row {path} does not match the store");
+        assert_eq!(
+            on_disk.get(path),
+            Some(hash),
+            "catalog row {path} does not match the store"
+        );
     }
 }
