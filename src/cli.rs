@@ -97,7 +97,7 @@ pub enum SimCommand {
     Roll(RollArgs),
     /// Serve a directory as a virtual iPhone (usbmuxd + lockdownd + AFC) on a TCP address.
     #[cfg(feature = "sim")]
-    Iphone(crate::sim::iphone::IphoneArgs),
+    Iphone(Box<crate::sim::iphone::IphoneArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,6 @@ use crate::cli::SimCommand;
 pub fn run(cmd: SimCommand) -> anyhow::Result<u8> {
     match cmd {
         SimCommand::Roll(_args) => todo!(),
-        SimCommand::Iphone(args) => crate::sim::iphone::run(args),
+        SimCommand::Iphone(args) => crate::sim::iphone::run(*args),
     }
 }

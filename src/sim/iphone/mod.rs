@@ -8,10 +8,17 @@
 //! Run it as `offload sim iphone --dir DIR --listen 127.0.0.1:0`, or in-process with
 //! [`start`] (tests).
 
+// The in-process API (`IphoneArgs::new`, `RunningSim::stats`...) serves the tests and the
+// demo, which is wired in separately.
+#![cfg_attr(not(test), allow(dead_code))]
+
 mod afc;
 mod crypto;
 mod lockdown;
 mod usbmux;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
