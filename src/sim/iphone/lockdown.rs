@@ -150,8 +150,11 @@ async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
                 let trusted = dev.lock().trusted.get(host).cloned();
                 match trusted {
                     // A phone rebooted and not unlocked since cannot unlock its pairing
-                    // keys: it refuses sessions.
-                    Some(_) if dev.cfg.state == TrustState::Locked => error(r, "DeviceLocked"),
+                    // keys (escrow): it refuses sessions with the error every client maps
+                    // to "unlock it" (libimobiledevice, pymobiledevice3 and idevice alike).
+                    Some(_) if dev.cfg.state == TrustState::Locked => {
+                        error(r, "PasswordProtected")
+                    }
                     Some(h) => {
                         dev.count(|s| s.sessions += 1);
                         let mut d = reply(r);

@@ -329,3 +329,44 @@ fn hostile_names_come_back_raw_and_reads_stay_inside_the_roll() {
         );
     }
 }
+
+/// Read throughput of the source against the simulator on one 200 MB file (both in this
+/// process). `cargo test --release -- --ignored --nocapture throughput`
+#[test]
+#[ignore]
+fn throughput_200mb() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("DCIM/100APPLE/IMG_0001.MOV");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let data = bytes(7, 200_000_000);
+    std::fs::write(&path, &data).unwrap();
+    let sim = start(IphoneArgs::new(dir.path())).unwrap();
+    let mut src = open_one(&sim);
+    let entry = src.list().unwrap().entries.remove(0);
+    for chunk in [1usize << 20, 4 << 20] {
+        src.conn.opts.read_chunk = chunk;
+        let t = std::time::Instant::now();
+        let mut r = src.open(&entry, 0).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = r.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            hasher.update(&buf[..k]);
+            n += k as u64;
+        }
+        drop(r);
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(n, 200_000_000);
+        assert_eq!(hasher.finalize(), blake3::hash(&data));
+        eprintln!(
+            "throughput: {:.0} MB/s with {} MiB per round trip (200 MB in {:.2} s)",
+            n as f64 / secs / 1e6,
+            chunk >> 20,
+            secs
+        );
+    }
+}
