@@ -152,9 +152,7 @@ async fn conversation<S: AsyncRead + AsyncWrite + Unpin>(
                     // A phone rebooted and not unlocked since cannot unlock its pairing
                     // keys (escrow): it refuses sessions with the error every client maps
                     // to "unlock it" (libimobiledevice, pymobiledevice3 and idevice alike).
-                    Some(_) if dev.cfg.state == TrustState::Locked => {
-                        error(r, "PasswordProtected")
-                    }
+                    Some(_) if dev.cfg.state == TrustState::Locked => error(r, "PasswordProtected"),
                     Some(h) => {
                         dev.count(|s| s.sessions += 1);
                         let mut d = reply(r);

@@ -298,6 +298,8 @@ enum Fail {
     Afc(String),
     /// The phone needs the user (locked, trust).
     User(IphoneState, String),
+    /// The phone does not know our pair record's HostID any more (trust was reset).
+    Forgotten,
     /// Anything else the phone or usbmuxd answered that makes no sense.
     Other(String),
 }
@@ -315,6 +317,7 @@ impl Fail {
             IdeviceError::PairingDialogResponsePending => {
                 Fail::User(IphoneState::NeedsTrust, TRUST_TIMEOUT.into())
             }
+            IdeviceError::InvalidHostID => Fail::Forgotten,
             IdeviceError::Socket(e) => Fail::Conn(e.to_string()),
             IdeviceError::Usbmuxd(e) => Fail::Conn(format!("usbmuxd: {e}")),
             e => Fail::Other(e.to_string()),
@@ -324,6 +327,7 @@ impl Fail {
     fn into_unreadable(self, udid: &str) -> Unreadable {
         let (state, message) = match self {
             Fail::User(s, m) => (s, m),
+            Fail::Forgotten => (IphoneState::NeedsTrust, TRUST_TIMEOUT.into()),
             Fail::Conn(m) | Fail::Afc(m) | Fail::Other(m) => (
                 IphoneState::Failed,
                 format!("Cannot talk to the iPhone: {m}"),
@@ -340,6 +344,7 @@ impl Fail {
         match self {
             Fail::Conn(_) => SourceError::Gone(GONE.into()),
             Fail::User(_, m) => SourceError::Blocked(m),
+            Fail::Forgotten => SourceError::Blocked(TRUST_TIMEOUT.into()),
             Fail::Afc(m) | Fail::Other(m) => SourceError::File(m),
         }
     }
@@ -454,7 +459,7 @@ impl Conn {
         let mut lockdown = LockdownClient::new(self.connect_port(LOCKDOWN_PORT).await.map_err(un)?);
         match self.timed(lockdown.start_session(pairing)).await {
             Ok(_) => {}
-            Err(Fail::Other(m)) if may_repair && m.contains("InvalidHostID") => {
+            Err(Fail::Forgotten) if may_repair => {
                 return self.repair().await;
             }
             Err(e) => return Err(un(e)),

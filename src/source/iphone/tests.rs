@@ -172,6 +172,35 @@ fn untrusted_phone_pairs_after_the_dialog_and_saves_the_record() {
 }
 
 #[test]
+fn a_phone_that_forgot_us_is_paired_again() {
+    let dir = roll();
+    let sim = start(IphoneArgs::new(dir.path())).unwrap();
+    // "Reset Location & Privacy" on the phone: it forgets the host, usbmuxd keeps the record.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let addr = UsbmuxdAddr::TcpSocket(sim.addr);
+            let mut mux = addr.connect(0).await.unwrap();
+            let record = mux.get_pair_record(&sim.udid).await.unwrap();
+            let dev = mux.get_device(&sim.udid).await.unwrap();
+            let mux = addr.connect(0).await.unwrap();
+            let idev = mux
+                .connect_to_device(dev.device_id, 62078, "t")
+                .await
+                .unwrap();
+            LockdownClient::new(idev)
+                .unpair(record.host_id)
+                .await
+                .unwrap();
+        });
+    let mut src = open_one(&sim);
+    assert_eq!(sim.stats().pairs, 1);
+    assert_eq!(src.list().unwrap().entries.len(), 6);
+}
+
+#[test]
 fn unanswered_trust_dialog_reports_needs_trust() {
     let dir = roll();
     let mut args = IphoneArgs::new(dir.path());
