@@ -95,6 +95,9 @@ pub struct DemoArgs {
 pub enum SimCommand {
     /// Write a generated camera roll into a folder (valid JPEG/PNG/MP4/MOV with dates).
     Roll(RollArgs),
+    /// Serve a directory as a virtual iPhone (usbmuxd + lockdownd + AFC) on a TCP address.
+    #[cfg(feature = "sim")]
+    Iphone(Box<crate::sim::iphone::IphoneArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,7 @@ use crate::sim::gen;
 pub fn run(cmd: SimCommand) -> anyhow::Result<u8> {
     match cmd {
         SimCommand::Roll(args) => roll(&args),
+        SimCommand::Iphone(args) => crate::sim::iphone::run(*args),
     }
 }
 

@@ -1,3 +1,4 @@
 //! Virtual devices and sample data for `offload demo` and the tests.
 
 pub mod gen;
+pub mod iphone;

@@ -6,6 +6,7 @@
 //! sanitises later.
 
 pub mod folder;
+pub mod iphone;
 
 use std::io::Read;
 

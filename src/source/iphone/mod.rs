@@ -1,0 +1,806 @@
+//! iPhones over usbmuxd → lockdownd → AFC, through the `idevice` crate.
+//!
+//! [`discover`] asks usbmuxd which iPhones are plugged in and, for each, either opens an
+//! [`IphoneSource`] (pairing first if needed, which shows "Trust This Computer?" on the
+//! phone) or reports why it cannot be read ([`Unreadable`]: locked, needs trust, trust
+//! denied). The source lists `/DCIM` over AFC and streams files in 1–4 MiB round trips,
+//! reconnecting and resuming by itself when the connection drops mid-file.
+//!
+//! Everything is blocking: each source owns a small tokio runtime and `block_on`s it.
+
+// Nothing outside the tests calls this module yet: `offload backup`/`devices` wire it in.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use idevice::afc::opcode::AfcOpcode;
+use idevice::afc::AfcClient;
+use idevice::lockdown::LockdownClient;
+use idevice::pairing_file::PairingFile;
+use idevice::usbmuxd::{Connection, UsbmuxdAddr, UsbmuxdDevice};
+use idevice::{Idevice, IdeviceError};
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+use super::{
+    skip_reason, DeviceInfo, Entry, Listing, Skipped, Source, SourceError, SourceKind, StorageInfo,
+};
+
+/// Shown when usbmuxd cannot be reached.
+pub const USBMUXD_NOT_RUNNING: &str = "usbmuxd is not running: install it (Debian: apt install usbmuxd) or start it (systemctl start usbmuxd)";
+/// Shown while waiting for the user to answer the Trust dialog.
+pub const TRUST_PROMPT: &str = "Tap 'Trust' on your iPhone and enter its passcode";
+/// The phone is locked (or restarted and not unlocked since).
+pub const UNLOCK: &str =
+    "Unlock your iPhone (enter its passcode) and keep it unlocked, then run offload again";
+/// The user answered "Don't Trust".
+pub const TRUST_DENIED: &str =
+    "You chose 'Don't Trust'. Unplug and plug in again to be asked again";
+/// The Trust dialog was not answered in time.
+pub const TRUST_TIMEOUT: &str = "Your iPhone did not answer 'Trust This Computer?' in time: unlock it, tap 'Trust', enter its passcode, then run offload again";
+/// The phone went away during the run.
+pub const GONE: &str = "Phone disconnected: plug it back in and run offload again.";
+
+const LOCKDOWN_PORT: u16 = 62078;
+const AFC_SERVICE: &str = "com.apple.afc";
+const LABEL: &str = "offload";
+/// Deeper than any camera roll; stops a device that lists a directory inside itself.
+const MAX_DEPTH: usize = 16;
+
+/// Knobs for discovery and reading. `Default` is what the CLI uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// usbmuxd address, in `USBMUXD_SOCKET_ADDRESS` syntax (`host:port` is TCP, anything
+    /// else a Unix socket path). `None`: that variable, else the platform default.
+    pub usbmuxd: Option<String>,
+    /// How long to wait for the user to answer the Trust dialog. Zero: ask once and report
+    /// [`IphoneState::NeedsTrust`] if the dialog is up.
+    pub trust_timeout: Duration,
+    /// How often to ask again while the Trust dialog is up.
+    pub poll_interval: Duration,
+    /// Limit on each round trip to the phone; a phone that stays silent longer is treated
+    /// as a dropped connection.
+    pub io_timeout: Duration,
+    /// Bytes per AFC Read round trip (clamped to 1–4 MiB).
+    pub read_chunk: usize,
+    /// Reconnections tried per read before giving up on the phone.
+    pub reconnect_attempts: u32,
+    /// Print the Trust prompt on stderr (once) while waiting.
+    pub show_prompts: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            usbmuxd: None,
+            trust_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(30),
+            read_chunk: 4 << 20,
+            reconnect_attempts: 3,
+            show_prompts: true,
+        }
+    }
+}
+
+/// Why a connected iPhone cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IphoneState {
+    /// Locked with a passcode, or restarted and not unlocked since.
+    Locked,
+    /// "Trust This Computer?" was not answered (in time).
+    NeedsTrust,
+    /// The user tapped "Don't Trust".
+    TrustDenied,
+    /// Something else failed talking to it (the message says what).
+    Failed,
+}
+
+/// An iPhone that is plugged in but cannot be read until the user acts.
+#[derive(Clone, Debug)]
+pub struct Unreadable {
+    pub udid: String,
+    pub state: IphoneState,
+    /// What to do, for the user.
+    pub message: String,
+}
+
+impl From<Unreadable> for SourceError {
+    fn from(u: Unreadable) -> Self {
+        SourceError::Blocked(u.message)
+    }
+}
+
+/// usbmuxd could not be reached (not installed, not running, wrong address).
+#[derive(Clone, Debug)]
+pub struct NoUsbmuxd {
+    /// [`USBMUXD_NOT_RUNNING`], plus the address tried.
+    pub message: String,
+}
+
+impl From<NoUsbmuxd> for SourceError {
+    fn from(e: NoUsbmuxd) -> Self {
+        SourceError::Blocked(e.message)
+    }
+}
+
+/// Finds the iPhones plugged in over USB, with default [`Options`].
+pub fn discover() -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
+    discover_with(&Options::default())
+}
+
+/// Finds the iPhones plugged in over USB and opens each: reads its pair record from
+/// usbmuxd (pairing and saving a new one if there is none, waiting up to
+/// `opts.trust_timeout` for the user), starts a lockdown session and the AFC service.
+///
+/// Errors: [`NoUsbmuxd`] when usbmuxd cannot be reached. Each phone that cannot be read
+/// comes back as an [`Unreadable`] saying why; Wi-Fi-attached phones are ignored.
+pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
+    let addr = usbmuxd_addr(opts)?;
+    let no_usbmuxd = |e: String| NoUsbmuxd {
+        message: format!("{USBMUXD_NOT_RUNNING} ({}: {e})", describe(&addr)),
+    };
+    let devices = {
+        let rt = runtime().map_err(|e| no_usbmuxd(e.to_string()))?;
+        rt.block_on(list_usb_devices(&addr, opts.io_timeout))
+            .map_err(no_usbmuxd)?
+    };
+    Ok(devices
+        .into_iter()
+        .map(|d| IphoneSource::open(addr.clone(), d, opts.clone()))
+        .collect())
+}
+
+/// One iPhone, paired and connected, reading its camera roll over AFC.
+pub struct IphoneSource {
+    info: DeviceInfo,
+    product_version: String,
+    // Declared before `rt`: the connection's sockets belong to the runtime and are
+    // dropped first.
+    conn: Conn,
+    rt: Runtime,
+}
+
+impl std::fmt::Debug for IphoneSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IphoneSource")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl IphoneSource {
+    /// The device's UDID.
+    pub fn udid(&self) -> &str {
+        &self.conn.device.udid
+    }
+
+    /// iOS version (lockdown `ProductVersion`).
+    pub fn ios_version(&self) -> &str {
+        &self.product_version
+    }
+
+    fn open(addr: UsbmuxdAddr, device: UsbmuxdDevice, opts: Options) -> Result<Self, Unreadable> {
+        let udid = device.udid.clone();
+        let fail = |m: String| Unreadable {
+            udid: udid.clone(),
+            state: IphoneState::Failed,
+            message: m,
+        };
+        let rt = runtime().map_err(|e| fail(e.to_string()))?;
+        let mut conn = Conn {
+            addr,
+            device,
+            pairing: None,
+            opts,
+            afc: None,
+        };
+        let (values, storage) = rt.block_on(async {
+            let pairing = conn.pairing().await?;
+            let (values, afc) = conn.connect(&pairing, true).await?;
+            conn.pairing = Some(pairing);
+            conn.afc = Some(afc);
+            let io = conn.opts.io_timeout;
+            let di = timed(io, conn.afc.as_mut().expect("just set").get_device_info())
+                .await
+                .map_err(|e| e.into_unreadable(&udid))?;
+            Ok::<_, Unreadable>((values, di))
+        })?;
+        let s = |k: &str| {
+            values
+                .get(k)
+                .and_then(|v| v.as_string())
+                .map(str::to_string)
+        };
+        let info = DeviceInfo {
+            id: format!("iphone:{udid}"),
+            kind: SourceKind::Iphone,
+            name: s("DeviceName").unwrap_or_else(|| "iPhone".into()),
+            manufacturer: Some("Apple".into()),
+            model: s("ProductType"),
+            serial: s("SerialNumber"),
+            storages: vec![StorageInfo {
+                description: "iPhone storage".into(),
+                capacity_bytes: storage.total_bytes as u64,
+                free_bytes: storage.free_bytes as u64,
+            }],
+            warnings: Vec::new(),
+        };
+        Ok(IphoneSource {
+            info,
+            product_version: s("ProductVersion").unwrap_or_default(),
+            conn,
+            rt,
+        })
+    }
+}
+
+impl Source for IphoneSource {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Lists `/DCIM` recursively (the originals; `PhotoData` holds no originals). Paths
+    /// are the AFC paths without the leading slash, verbatim from the device.
+    fn list(&mut self) -> Result<Listing, SourceError> {
+        let mut attempt = 0;
+        loop {
+            match self.rt.block_on(self.conn.list()) {
+                Ok(l) => return Ok(l),
+                Err(Fail::Conn(e)) => {
+                    attempt += 1;
+                    self.conn.afc = None;
+                    if attempt > self.conn.opts.reconnect_attempts
+                        || !self.rt.block_on(self.conn.present())
+                    {
+                        tracing::debug!("iPhone lost while listing: {e}");
+                        return Err(SourceError::Gone(GONE.into()));
+                    }
+                }
+                Err(e) => return Err(e.into_source_error()),
+            }
+        }
+    }
+
+    /// Opens the file over AFC (read-only) and positions it at `offset`. The reader reads
+    /// `Options::read_chunk` bytes per round trip, each under `io_timeout`; after a dropped
+    /// connection it reconnects, reopens, seeks and goes on; when the phone is gone its
+    /// error carries [`SourceError::Gone`]. The file is closed when the reader is dropped.
+    fn open<'a>(
+        &'a mut self,
+        entry: &Entry,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send + 'a>, SourceError> {
+        let mut reader = AfcReader {
+            rt: &self.rt,
+            conn: &mut self.conn,
+            path: format!("/{}", entry.path),
+            fd: None,
+            pos: offset,
+            buf: Vec::new(),
+            at: 0,
+            eof: false,
+        };
+        let rt = reader.rt;
+        rt.block_on(reader.with_retry(false))?;
+        Ok(Box::new(reader))
+    }
+}
+
+/// A failure talking to the phone, by what can be done about it.
+#[derive(Debug)]
+enum Fail {
+    /// The connection broke or timed out: reconnecting may help.
+    Conn(String),
+    /// AFC refused this operation (no such file, read error...): this file only.
+    Afc(String),
+    /// The phone needs the user (locked, trust).
+    User(IphoneState, String),
+    /// The phone does not know our pair record's HostID any more (trust was reset).
+    Forgotten,
+    /// Anything else the phone or usbmuxd answered that makes no sense.
+    Other(String),
+}
+
+impl Fail {
+    fn from_idevice(e: IdeviceError) -> Fail {
+        match e {
+            IdeviceError::Afc(a) => Fail::Afc(a.to_string()),
+            IdeviceError::PasswordProtected | IdeviceError::DeviceLocked => {
+                Fail::User(IphoneState::Locked, UNLOCK.into())
+            }
+            IdeviceError::UserDeniedPairing => {
+                Fail::User(IphoneState::TrustDenied, TRUST_DENIED.into())
+            }
+            IdeviceError::PairingDialogResponsePending => {
+                Fail::User(IphoneState::NeedsTrust, TRUST_TIMEOUT.into())
+            }
+            IdeviceError::InvalidHostID => Fail::Forgotten,
+            IdeviceError::Socket(e) => Fail::Conn(e.to_string()),
+            IdeviceError::Usbmuxd(e) => Fail::Conn(format!("usbmuxd: {e}")),
+            e => Fail::Other(e.to_string()),
+        }
+    }
+
+    fn into_unreadable(self, udid: &str) -> Unreadable {
+        let (state, message) = match self {
+            Fail::User(s, m) => (s, m),
+            Fail::Forgotten => (IphoneState::NeedsTrust, TRUST_TIMEOUT.into()),
+            Fail::Conn(m) | Fail::Afc(m) | Fail::Other(m) => (
+                IphoneState::Failed,
+                format!("Cannot talk to the iPhone: {m}"),
+            ),
+        };
+        Unreadable {
+            udid: udid.into(),
+            state,
+            message,
+        }
+    }
+
+    fn into_source_error(self) -> SourceError {
+        match self {
+            Fail::Conn(_) => SourceError::Gone(GONE.into()),
+            Fail::User(_, m) => SourceError::Blocked(m),
+            Fail::Forgotten => SourceError::Blocked(TRUST_TIMEOUT.into()),
+            Fail::Afc(m) | Fail::Other(m) => SourceError::File(m),
+        }
+    }
+}
+
+/// Everything needed to (re)connect to one phone, and the live AFC connection.
+struct Conn {
+    addr: UsbmuxdAddr,
+    device: UsbmuxdDevice,
+    pairing: Option<PairingFile>,
+    opts: Options,
+    afc: Option<AfcClient>,
+}
+
+impl Conn {
+    /// Runs one round trip under the I/O timeout.
+    async fn timed<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, IdeviceError>>,
+    ) -> Result<T, Fail> {
+        match tokio::time::timeout(self.opts.io_timeout, fut).await {
+            Ok(r) => r.map_err(Fail::from_idevice),
+            Err(_) => Err(Fail::Conn("the iPhone did not answer in time".into())),
+        }
+    }
+
+    /// A new usbmuxd connection tunnelled to `port` on the phone.
+    async fn connect_port(&self, port: u16) -> Result<Idevice, Fail> {
+        let mux = self.timed(self.addr.connect(self.device.device_id)).await?;
+        self.timed(mux.connect_to_device(self.device.device_id, port, LABEL))
+            .await
+    }
+
+    /// Whether usbmuxd still lists the phone.
+    async fn present(&self) -> bool {
+        list_usb_devices(&self.addr, self.opts.io_timeout)
+            .await
+            .is_ok_and(|l| l.iter().any(|d| d.udid == self.device.udid))
+    }
+
+    /// The pair record usbmuxd keeps for this phone; pairs (and saves one) if there is none.
+    async fn pairing(&self) -> Result<PairingFile, Unreadable> {
+        let mut mux = self
+            .timed(self.addr.connect(self.device.device_id))
+            .await
+            .map_err(|e| e.into_unreadable(&self.device.udid))?;
+        // usbmuxd answers a Result (no PairRecordData) when it holds no record: idevice
+        // reports that as an unexpected response.
+        match self.timed(mux.get_pair_record(&self.device.udid)).await {
+            Ok(p) => Ok(p),
+            Err(Fail::Other(_)) => self.pair().await,
+            Err(e) => Err(e.into_unreadable(&self.device.udid)),
+        }
+    }
+
+    /// Pairs: asks the phone to trust us until the user answers or `trust_timeout` passes,
+    /// then saves the new record in usbmuxd.
+    async fn pair(&self) -> Result<PairingFile, Unreadable> {
+        let udid = &self.device.udid;
+        let un = |e: Fail| e.into_unreadable(udid);
+        let mut mux = self
+            .timed(self.addr.connect(self.device.device_id))
+            .await
+            .map_err(un)?;
+        let buid = self.timed(mux.get_buid()).await.map_err(un)?;
+        let host_id = host_id();
+        let deadline = Instant::now() + self.opts.trust_timeout;
+        let mut prompted = false;
+        let mut lockdown = LockdownClient::new(self.connect_port(LOCKDOWN_PORT).await.map_err(un)?);
+        let record = loop {
+            match self
+                .timed(lockdown.pair_once(host_id.clone(), buid.clone(), Some(LABEL)))
+                .await
+            {
+                Ok(p) => break p,
+                Err(Fail::User(IphoneState::NeedsTrust, m)) => {
+                    if Instant::now() + self.opts.poll_interval > deadline {
+                        return Err(Unreadable {
+                            udid: udid.clone(),
+                            state: IphoneState::NeedsTrust,
+                            message: m,
+                        });
+                    }
+                    if !prompted && self.opts.show_prompts {
+                        eprintln!("{TRUST_PROMPT}");
+                    }
+                    prompted = true;
+                    tokio::time::sleep(self.opts.poll_interval).await;
+                }
+                Err(e) => return Err(un(e)),
+            }
+        };
+        let bytes = record
+            .clone()
+            .serialize()
+            .map_err(|e| un(Fail::from_idevice(e)))?;
+        self.timed(mux.save_pair_record(udid, bytes))
+            .await
+            .map_err(un)?;
+        Ok(record)
+    }
+
+    /// A lockdown session (TLS) → the phone's values and a started AFC service. With
+    /// `may_repair`, a phone that no longer knows our pair record is paired again.
+    async fn connect(
+        &mut self,
+        pairing: &PairingFile,
+        may_repair: bool,
+    ) -> Result<(plist::Dictionary, AfcClient), Unreadable> {
+        let udid = self.device.udid.clone();
+        let un = |e: Fail| e.into_unreadable(&udid);
+        let mut lockdown = LockdownClient::new(self.connect_port(LOCKDOWN_PORT).await.map_err(un)?);
+        match self.timed(lockdown.start_session(pairing)).await {
+            Ok(_) => {}
+            Err(Fail::Forgotten) if may_repair => {
+                return self.repair().await;
+            }
+            Err(e) => return Err(un(e)),
+        }
+        let values = self
+            .timed(lockdown.get_value(None, None))
+            .await
+            .map_err(un)?
+            .into_dictionary()
+            .unwrap_or_default();
+        let (port, ssl) = self
+            .timed(lockdown.start_service(AFC_SERVICE))
+            .await
+            .map_err(un)?;
+        let mut idevice = self.connect_port(port).await.map_err(un)?;
+        if ssl {
+            self.timed(idevice.start_session(pairing, false))
+                .await
+                .map_err(un)?;
+        }
+        Ok((values, AfcClient::new(idevice)))
+    }
+
+    /// The phone forgot us (trust reset): pair again once, then connect.
+    async fn repair(&mut self) -> Result<(plist::Dictionary, AfcClient), Unreadable> {
+        let pairing = self.pair().await?;
+        let r = Box::pin(self.connect(&pairing, false)).await?;
+        self.pairing = Some(pairing);
+        Ok(r)
+    }
+
+    /// The AFC client, reconnecting (session + StartService) if the last one was lost.
+    async fn afc(&mut self) -> Result<&mut AfcClient, Fail> {
+        if self.afc.is_none() {
+            let pairing = self
+                .pairing
+                .clone()
+                .ok_or(Fail::Other("not paired".into()))?;
+            let (_, afc) = self
+                .connect(&pairing, false)
+                .await
+                .map_err(|u| match u.state {
+                    IphoneState::Failed => Fail::Conn(u.message),
+                    s => Fail::User(s, u.message),
+                })?;
+            self.afc = Some(afc);
+        }
+        Ok(self.afc.as_mut().expect("connected above"))
+    }
+
+    async fn list(&mut self) -> Result<Listing, Fail> {
+        let mut listing = Listing::default();
+        let io = self.opts.io_timeout;
+        let mut stack = vec![("/DCIM".to_string(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            let afc = self.afc().await?;
+            let names = match timed(io, afc.list_dir(dir.clone())).await {
+                Ok(n) => n,
+                // A phone with no photos at all may have no DCIM.
+                Err(Fail::Afc(_)) if dir == "/DCIM" => return Ok(listing),
+                Err(Fail::Afc(m)) => {
+                    listing.unreadable.push(Skipped {
+                        path: dir[1..].to_string(),
+                        reason: m,
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for name in names {
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let path = format!("{dir}/{name}");
+                let rel = path[1..].to_string();
+                if let Some(reason) = skip_reason(&name) {
+                    listing.skipped.push(Skipped {
+                        path: rel,
+                        reason: reason.into(),
+                    });
+                    continue;
+                }
+                let afc = self.afc().await?;
+                let kv = match timed(io, afc.get_file_info_raw(path.clone())).await {
+                    Ok(kv) => kv,
+                    Err(Fail::Afc(m)) => {
+                        listing.unreadable.push(Skipped {
+                            path: rel,
+                            reason: m,
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let num = |k: &str| kv.get(k).and_then(|v| v.parse::<i128>().ok());
+                match kv.get("st_ifmt").map(String::as_str) {
+                    Some("S_IFDIR") if depth < MAX_DEPTH => stack.push((path, depth + 1)),
+                    Some("S_IFDIR") => listing.unreadable.push(Skipped {
+                        path: rel,
+                        reason: "folders nested too deep".into(),
+                    }),
+                    Some("S_IFREG") => match (num("st_size"), num("st_mtime")) {
+                        (Some(size), Some(mtime)) => listing.entries.push(Entry {
+                            path: rel,
+                            size: size.clamp(0, u64::MAX as i128) as u64,
+                            // AFC gives nanoseconds.
+                            mtime: (mtime.div_euclid(1_000_000_000)) as i64,
+                        }),
+                        _ => listing.unreadable.push(Skipped {
+                            path: rel,
+                            reason: "the iPhone gave no size or date for it".into(),
+                        }),
+                    },
+                    other => listing.skipped.push(Skipped {
+                        path: rel,
+                        reason: match other {
+                            Some("S_IFLNK") => "symbolic link".into(),
+                            _ => "not a regular file".into(),
+                        },
+                    }),
+                }
+            }
+        }
+        listing.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(listing)
+    }
+}
+
+async fn timed<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, IdeviceError>>,
+) -> Result<T, Fail> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(Fail::from_idevice),
+        Err(_) => Err(Fail::Conn("the iPhone did not answer in time".into())),
+    }
+}
+
+/// Streams one file. AFC calls are issued directly (FileOpen / Read / Seek / Close) rather
+/// than through idevice's file handle, so that each round trip has the size we choose and
+/// the file is closed on every path, including drop.
+struct AfcReader<'a> {
+    rt: &'a Runtime,
+    conn: &'a mut Conn,
+    path: String,
+    fd: Option<u64>,
+    /// Offset of the next byte to fetch from the phone.
+    pos: u64,
+    buf: Vec<u8>,
+    at: usize,
+    eof: bool,
+}
+
+impl AfcReader<'_> {
+    /// Opens (or reopens after a reconnect) the file and seeks to `pos`.
+    async fn ensure_open(&mut self) -> Result<u64, Fail> {
+        if let Some(fd) = self.fd {
+            return Ok(fd);
+        }
+        let io = self.conn.opts.io_timeout;
+        let afc = self.conn.afc().await?;
+        let mut hp = 1u64.to_le_bytes().to_vec(); // mode 1: read only
+        hp.extend_from_slice(self.path.as_bytes());
+        let res = timed(io, afc.send_op(AfcOpcode::FileOpen, hp, Vec::new())).await?;
+        let fd = res
+            .header_payload
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .ok_or_else(|| Fail::Other("FileOpen answer carries no file handle".into()))?;
+        self.fd = Some(fd);
+        if self.pos > 0 {
+            let hp = [fd.to_le_bytes(), 0u64.to_le_bytes(), self.pos.to_le_bytes()].concat();
+            timed(io, afc.send_op(AfcOpcode::FileSeek, hp, Vec::new())).await?;
+        }
+        Ok(fd)
+    }
+
+    /// One Read round trip.
+    async fn fetch_once(&mut self) -> Result<Vec<u8>, Fail> {
+        let fd = self.ensure_open().await?;
+        let io = self.conn.opts.io_timeout;
+        let len = self.conn.opts.read_chunk.clamp(1 << 20, 4 << 20) as u64;
+        let afc = self.conn.afc().await?;
+        let hp = [fd.to_le_bytes(), len.to_le_bytes()].concat();
+        let res = timed(io, afc.send_op(AfcOpcode::Read, hp, Vec::new())).await?;
+        Ok(res.payload)
+    }
+
+    /// Opens (`fetch == false`) or fetches one chunk, reconnecting after a dropped
+    /// connection while the phone is still there.
+    async fn with_retry(&mut self, fetch: bool) -> Result<Vec<u8>, SourceError> {
+        let mut attempts = 0;
+        loop {
+            let r = if fetch {
+                self.fetch_once().await
+            } else {
+                self.ensure_open().await.map(|_| Vec::new())
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(Fail::Conn(e)) => {
+                    // The old connection (and its handle) is gone with the socket.
+                    self.fd = None;
+                    self.conn.afc = None;
+                    attempts += 1;
+                    tracing::debug!(
+                        "iPhone connection lost at {} byte {}: {e}",
+                        self.path,
+                        self.pos
+                    );
+                    if attempts > self.conn.opts.reconnect_attempts || !self.conn.present().await {
+                        return Err(SourceError::Gone(GONE.into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * attempts as u64)).await;
+                }
+                Err(Fail::Afc(m)) => {
+                    return Err(SourceError::File(format!(
+                        "the iPhone refused to read it: {m}"
+                    )))
+                }
+                Err(e) => return Err(e.into_source_error()),
+            }
+        }
+    }
+}
+
+impl Read for AfcReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.eof || out.is_empty() {
+                return Ok(0);
+            }
+            let rt = self.rt;
+            let chunk = rt
+                .block_on(self.with_retry(true))
+                .map_err(SourceError::into_io)?;
+            if chunk.is_empty() {
+                self.eof = true;
+                return Ok(0);
+            }
+            self.pos += chunk.len() as u64;
+            self.buf = chunk;
+            self.at = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl Drop for AfcReader<'_> {
+    fn drop(&mut self) {
+        // Phones have few file slots: close what we opened, whatever happened.
+        if let (Some(fd), Some(afc)) = (self.fd.take(), self.conn.afc.as_mut()) {
+            let fut = afc.send_op(AfcOpcode::FileClose, fd.to_le_bytes().to_vec(), Vec::new());
+            // The timer must be created inside the runtime.
+            let closed = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), fut).await });
+            if !matches!(closed, Ok(Ok(_))) {
+                // A half-finished exchange leaves the connection unusable.
+                self.conn.afc = None;
+            }
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn usbmuxd_addr(opts: &Options) -> Result<UsbmuxdAddr, NoUsbmuxd> {
+    let parsed = match &opts.usbmuxd {
+        None => UsbmuxdAddr::from_env_var().map_err(|e| e.to_string()),
+        Some(s) if s.contains(':') => s
+            .parse()
+            .map(UsbmuxdAddr::TcpSocket)
+            .map_err(|e: std::net::AddrParseError| e.to_string()),
+        Some(s) => Ok(UsbmuxdAddr::UnixSocket(s.clone())),
+    };
+    parsed.map_err(|e| NoUsbmuxd {
+        message: format!("{USBMUXD_NOT_RUNNING} (bad USBMUXD_SOCKET_ADDRESS: {e})"),
+    })
+}
+
+fn describe(addr: &UsbmuxdAddr) -> String {
+    match addr {
+        UsbmuxdAddr::UnixSocket(p) => p.clone(),
+        UsbmuxdAddr::TcpSocket(a) => a.to_string(),
+    }
+}
+
+async fn list_usb_devices(
+    addr: &UsbmuxdAddr,
+    limit: Duration,
+) -> Result<Vec<UsbmuxdDevice>, String> {
+    let fut = async {
+        let mut mux = addr.connect(0).await?;
+        mux.get_devices().await
+    };
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(list)) => Ok(list
+            .into_iter()
+            .filter(|d| d.connection_type == Connection::Usb)
+            .collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer".into()),
+    }
+}
+
+/// A HostID for a new pairing: a random UUID, uppercase like the ones other hosts use.
+fn host_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom_fill(&mut b);
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Random bytes without another dependency: hash the time, the pid and an address.
+fn getrandom_fill(out: &mut [u8]) {
+    let seed = format!(
+        "{:?}{}{:p}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        out.as_ptr()
+    );
+    let h = blake3::hash(seed.as_bytes());
+    for (o, b) in out.iter_mut().zip(h.as_bytes()) {
+        *o = *b;
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests;
