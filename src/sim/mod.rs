@@ -1,1 +1,3 @@
 //! Virtual devices and sample data for `offload demo` and the tests.
+
+pub mod android;
