@@ -350,32 +350,52 @@ pub fn register_phone(
 /// Errors: a directory that does not exist, two directories with one name, a fault spec
 /// that does not parse, or a fault aimed at a serial that no directory has.
 pub fn register_from_env() -> anyhow::Result<Vec<String>> {
-    let Some(dirs) = std::env::var_os(ANDROID_ENV).filter(|v| !v.is_empty()) else {
+    register_from(
+        std::env::var_os(ANDROID_ENV),
+        &std::env::var(FAULT_ENV).unwrap_or_default(),
+        std::env::var_os(STATS_ENV).map(PathBuf::from),
+    )
+}
+
+/// [`register_from_env`] with the variables' values passed in.
+fn register_from(
+    dirs: Option<std::ffi::OsString>,
+    fault_text: &str,
+    stats: Option<PathBuf>,
+) -> anyhow::Result<Vec<String>> {
+    let Some(dirs) = dirs.filter(|v| !v.is_empty()) else {
         return Ok(Vec::new());
     };
-    let fault_text = std::env::var(FAULT_ENV).unwrap_or_default();
-    let (all, mut per_serial) = parse_faults(&fault_text)?;
-    let stats = std::env::var_os(STATS_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    let (all, mut per_serial) = parse_faults(fault_text)?;
+    let stats = stats.filter(|p| !p.as_os_str().is_empty());
+    let dirs: Vec<PathBuf> = std::env::split_paths(&dirs)
+        .filter(|d| !d.as_os_str().is_empty())
+        .collect();
+    let names: Vec<Option<String>> = dirs
+        .iter()
+        .map(|d| {
+            let path = d.canonicalize().ok()?;
+            Some(path.file_name()?.to_string_lossy().into_owned())
+        })
+        .collect();
+    // Check everything before registering anything.
+    if let Some(serial) = per_serial
+        .keys()
+        .find(|s| !names.iter().any(|n| n.as_deref() == Some(s.as_str())))
+    {
+        bail!("{FAULT_ENV} names the serial `{serial}`, but no directory in {ANDROID_ENV} has that name");
+    }
     if let Some(file) = &stats {
         registry().stats_file = Some(file.clone());
     }
     let mut serials = Vec::new();
-    for dir in std::env::split_paths(&dirs).filter(|d| !d.as_os_str().is_empty()) {
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let own = name.as_ref().and_then(|n| per_serial.remove(n));
+    for (dir, name) in dirs.iter().zip(names) {
+        let own = name.and_then(|n| per_serial.remove(&n));
         let faults = match own {
             Some(own) => merge(all.clone(), &own),
             None => all.clone(),
         };
-        serials.push(register_phone(&dir, None, faults, stats.is_some())?);
-    }
-    if let Some(serial) = per_serial.keys().next() {
-        bail!("{FAULT_ENV} names the serial `{serial}`, but no directory in {ANDROID_ENV} has that name");
+        serials.push(register_phone(dir, None, faults, stats.is_some())?);
     }
     write_stats();
     Ok(serials)
@@ -420,6 +440,14 @@ pub fn write_stats() {
     if std::fs::write(&tmp, json).is_ok() {
         let _ = std::fs::rename(&tmp, &file);
     }
+}
+
+/// Serialises the tests that register or open virtual phones: mtp-rs's registries and
+/// fault hooks are process-wide, keyed by serial.
+#[cfg(test)]
+pub fn test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Forgets a phone registered by [`register_phone`] (tests register and drop phones
@@ -468,6 +496,51 @@ mod tests {
         assert!(parse_faults("hang-at-read").is_err());
         assert!(parse_faults("melt").is_err());
         assert!(parse_faults("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn registers_phones_from_the_environment_and_writes_counters() {
+        let _lock = test_lock();
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("env-a"), root.path().join("env-b"));
+        std::fs::create_dir_all(a.join("DCIM")).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let stats = root.path().join("stats.json");
+        let dirs = std::env::join_paths([&a, &b]).unwrap();
+
+        // A fault aimed at a serial no directory has is a mistake worth stopping for.
+        let err = register_from(Some(dirs.clone()), "nope:locked", None).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert!(!registered_serials().contains(&"env-a".to_string()));
+
+        let serials = register_from(
+            Some(dirs),
+            "env-b:locked,wedge-at-read=2",
+            Some(stats.clone()),
+        )
+        .unwrap();
+        assert_eq!(serials, ["env-a", "env-b"]);
+        assert!(registered_serials().ends_with(&serials));
+        let hooks_a = hooks_for("env-a").unwrap();
+        let hooks_b = hooks_for("env-b").unwrap();
+        assert!(!hooks_a.hides_storages());
+        assert!(hooks_b.hides_storages());
+        assert_eq!(hooks_b.faults.wedge_at_read, Some(2));
+
+        hooks_a.on_open_file();
+        hooks_a.after_read(&mut vec![0u8; 5]);
+        write_stats();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        assert_eq!(json["opens"], 1);
+        assert_eq!(json["bytes"], 5);
+        assert_eq!(json["reads"], 0);
+
+        registry().stats_file = None;
+        for s in serials {
+            unregister_phone(&s);
+        }
+        assert!(register_from(None, "locked", None).unwrap().is_empty());
     }
 
     #[test]

@@ -1129,14 +1129,13 @@ mod tests {
     use super::*;
     use crate::sim::android::{self as sim, Faults};
     use std::path::{Path, PathBuf};
-    use std::sync::{Mutex, MutexGuard};
+    use std::sync::MutexGuard;
     use std::time::Instant;
 
     /// Virtual phones live in process-wide registries, and mtp-rs's fault hooks find a
     /// phone by serial: tests that open phones run one at a time.
     fn serial_lock() -> MutexGuard<'static, ()> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+        sim::test_lock()
     }
 
     /// Deterministic bytes that do not compress or repeat (xorshift).
