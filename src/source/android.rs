@@ -1653,4 +1653,114 @@ mod tests {
         let good = entry(&listing, "DCIM/Camera/PXL_20240315_143022123.jpg").clone();
         assert!(read_all(&mut source, &good, 0).is_ok());
     }
+
+    /// Throughput of the source against a bare `download_windowed` loop on the same
+    /// virtual phone, and listing times. Run with
+    /// `cargo test --release android_bench -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn android_bench() {
+        use std::io::Write;
+        let _lock = serial_lock();
+        const SIZE: usize = 200_000_000;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("bench-phone");
+        std::fs::create_dir_all(dir.join("Movies")).unwrap();
+        std::fs::write(dir.join("Movies/big.mp4"), bytes(7, SIZE)).unwrap();
+        // No faults, no counters: the production path.
+        let serial = sim::register_phone(&dir, None, Faults::default(), false).unwrap();
+        let out = root.path().join("out.bin");
+        let opts = AndroidOptions::default();
+
+        let bare = |out: &Path| -> f64 {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let device = MtpDevice::open_by_serial(&serial).await.unwrap();
+                let storage = device.storages().await.unwrap().remove(0);
+                let root = storage.collect_objects(None).await.unwrap().objects;
+                let movies = root.iter().find(|o| o.filename == "Movies").unwrap();
+                let files = storage.collect_objects(Some(movies.handle)).await.unwrap();
+                let handle = files.objects[0].handle;
+                let mut file = std::fs::File::create(out).unwrap();
+                let started = Instant::now();
+                let mut dl = storage
+                    .download_windowed(handle, ByteRange::Full, opts.window)
+                    .await
+                    .unwrap();
+                while let Some(window) = dl.next_window().await {
+                    file.write_all(&window.unwrap()).unwrap();
+                }
+                let took = started.elapsed().as_secs_f64();
+                assert_eq!(file.metadata().unwrap().len() as usize, SIZE);
+                SIZE as f64 / 1e6 / took
+            })
+        };
+        let ours = |out: &Path| -> f64 {
+            let target = Target::Serial(serial.clone());
+            let info = usb_identity(&target, None, None);
+            let Ok(mut source) = AndroidSource::connect(target, None, info, &opts) else {
+                panic!("cannot open the bench phone");
+            };
+            let listing = source.list().unwrap();
+            let mut file = std::fs::File::create(out).unwrap();
+            let started = Instant::now();
+            let mut reader = source.open(&listing.entries[0], 0).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&buf[..n]).unwrap();
+            }
+            let took = started.elapsed().as_secs_f64();
+            assert_eq!(file.metadata().unwrap().len() as usize, SIZE);
+            SIZE as f64 / 1e6 / took
+        };
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            v[v.len() / 2]
+        };
+        let (mut b, mut o) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            b.push(bare(&out));
+            o.push(ours(&out));
+        }
+        println!(
+            "200 MB read: bare download_windowed {:.0} MB/s {b:.0?}, AndroidSource {:.0} MB/s {o:.0?}",
+            median(b.clone()),
+            median(o.clone())
+        );
+        sim::unregister_phone(&serial);
+
+        for count in [1_000usize, 5_000] {
+            for per_folder in [count, 250] {
+                let dir = root.path().join(format!("list-{count}-{per_folder}"));
+                for i in 0..count {
+                    let folder = dir.join(format!("DCIM/Camera{}", i / per_folder));
+                    std::fs::create_dir_all(&folder).unwrap();
+                    std::fs::write(folder.join(format!("PXL_{i:05}.jpg")), b"x").unwrap();
+                }
+                let serial = sim::register_phone(&dir, None, Faults::default(), false).unwrap();
+                let target = Target::Serial(serial.clone());
+                let info = usb_identity(&target, None, None);
+                let Ok(mut source) = AndroidSource::connect(target, None, info, &opts) else {
+                    panic!("cannot open the listing phone");
+                };
+                let started = Instant::now();
+                let listing = source.list().unwrap();
+                let took = started.elapsed();
+                assert_eq!(listing.entries.len(), count);
+                println!(
+                    "listing {count} files, {per_folder} per folder: {:.2} s",
+                    took.as_secs_f64()
+                );
+                drop(source);
+                sim::unregister_phone(&serial);
+            }
+        }
+    }
 }
