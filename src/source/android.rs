@@ -424,7 +424,9 @@ impl Link {
         if let Some(hooks) = &self.hooks {
             hooks.on_connect().map_err(Failure::Device)?;
         }
-        let builder = MtpDevice::builder().timeout(self.timeout);
+        // mtp-rs's own USB timeout is set longer than ours, so that a silent phone is
+        // always met by ours and handled one way (that file fails, the phone is reopened).
+        let builder = MtpDevice::builder().timeout(self.timeout + Duration::from_secs(5));
         let device = match &self.target {
             Target::Serial(s) => self.bounded(builder.open_by_serial(s)).await?,
             Target::Location(l) => self.bounded(builder.open_by_location(*l)).await?,
@@ -887,6 +889,12 @@ impl Inner {
                     self.handles.clear();
                 }
                 Err(f) if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.into())),
+                // Here it means an offset past the end: the file changed on the phone.
+                Err(Failure::Device(e @ MtpError::InvalidData { .. })) => {
+                    return Err(SourceError::File(format!(
+                        "{path} changed on the phone since it was listed ({e})"
+                    )))
+                }
                 Err(f) if f.needs_reopen() && !reopened => {
                     reopened = true;
                     self.recover(&f).await?;
@@ -1485,9 +1493,13 @@ mod tests {
         let whole = std::fs::read(phone.file("Movies/clip.mp4")).unwrap();
         assert_eq!(hash(&tail), hash(&whole[1_000_001..]));
         assert!(read_all(&mut source, &clip, clip.size).unwrap().is_empty());
+        match read_all(&mut source, &clip, clip.size + 1) {
+            Err(SourceError::File(m)) => assert!(m.contains("changed on the phone"), "{m}"),
+            other => panic!("expected a File error, got {:?}", other.map(|d| d.len())),
+        }
         let c = phone.counters();
-        assert_eq!(c.opens, listing.entries.len() as u64 + 2);
-        assert_eq!(c.sessions, 1);
+        assert_eq!(c.opens, listing.entries.len() as u64 + 3);
+        assert_eq!(c.sessions, 1, "no reopen for a bad offset");
         // 2.5 MB in 256 KiB windows is 10 reads; the others fit in 1-3.
         assert!(c.reads >= 10 + 6, "{c:?}");
     }
