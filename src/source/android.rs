@@ -1666,6 +1666,42 @@ mod tests {
         assert!(read_all(&mut source, &good, 0).is_ok());
     }
 
+    #[test]
+    fn blocked_states_say_what_to_do() {
+        let busy = blocking_error("Pixel 9", &Failure::Device(MtpError::ExclusiveAccess));
+        let SourceError::Blocked(m) = busy else {
+            panic!("exclusive access is Blocked")
+        };
+        for holder in ["gvfs", "kiod", "Android File Transfer", "another offload"] {
+            assert!(
+                m.to_lowercase().contains(&holder.to_lowercase()),
+                "{holder}: {m}"
+            );
+        }
+        let denied = blocking_error("Pixel 9", &Failure::Device(MtpError::PermissionDenied));
+        assert!(matches!(denied, SourceError::Blocked(m) if m.contains("scripts/install-udev.sh")));
+        let silent = blocking_error("Pixel 9", &Failure::TimedOut(Duration::from_secs(30)));
+        assert!(
+            matches!(silent, SourceError::Blocked(m) if m.contains("30 s") && m.contains(UNLOCK_MESSAGE))
+        );
+        let gone = blocking_error("Pixel 9", &Failure::Device(MtpError::Disconnected));
+        assert!(matches!(gone, SourceError::Gone(m) if m == GONE_MESSAGE));
+    }
+
+    #[test]
+    fn a_rekeyed_handle_is_looked_up_again() {
+        let _lock = serial_lock();
+        let phone = Phone::new("rekey-1", Faults::default());
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let rel = "DCIM/Camera/PXL_20240315_143022123.jpg";
+        // Android's media scanner re-keys objects under a host that cached handles.
+        mtp_rs::virtual_device::rekey_virtual_object(&phone.serial, Path::new(rel)).unwrap();
+        let data = read_all(&mut source, entry(&listing, rel), 0).unwrap();
+        assert_eq!(hash(&data), file_hash(&phone.file(rel)));
+        assert_eq!(phone.counters().sessions, 1, "no reopen needed");
+    }
+
     /// Throughput of the source against a bare `download_windowed` loop on the same
     /// virtual phone, and listing times. Run with
     /// `cargo test --release android_bench -- --ignored --nocapture`.
