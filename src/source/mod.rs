@@ -5,6 +5,7 @@
 //! destination drive: everything it returns is untrusted device input that the store
 //! sanitises later.
 
+pub mod android;
 pub mod folder;
 pub mod iphone;
 
