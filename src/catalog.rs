@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS sources (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL UNIQUE,   -- android:<serial>, iphone:<udid>, folder:<path>
     kind        TEXT NOT NULL,          -- folder | android | iphone
-    name        TEXT NOT NULL,          -- what {device} expands to
+    name        TEXT NOT NULL,          -- the device's own name, as last seen
+    folder      TEXT NOT NULL,          -- what {device} expands to: fixed at first sight, unique
     first_seen  TEXT NOT NULL,
     last_seen   TEXT NOT NULL
 );
@@ -176,19 +177,61 @@ impl Catalog {
         Ok(Catalog { conn })
     }
 
-    /// Returns the row id of a source, adding it (or refreshing its name) as needed.
-    pub fn upsert_source(&self, info: &DeviceInfo) -> Result<i64> {
+    /// Returns the row id of a source and the name `{device}` expands to for it, adding
+    /// the source (or refreshing its name) as needed.
+    ///
+    /// The folder name is chosen once, at first sight, and never changes, so that a
+    /// renamed phone keeps filling the same folder; two phones of the same model (two
+    /// "Pixel 8") get distinct folders, the second one suffixed with its serial's end.
+    pub fn upsert_source(&self, info: &DeviceInfo) -> Result<(i64, String)> {
         let t = now();
-        self.conn.execute(
-            "INSERT INTO sources(key, kind, name, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT(key) DO UPDATE SET name = excluded.name, last_seen = excluded.last_seen",
-            params![info.id, info.kind.as_str(), info.name, t],
-        )?;
-        Ok(self
+        let known: Option<(i64, String)> = self
             .conn
-            .query_row("SELECT id FROM sources WHERE key = ?1", [&info.id], |r| {
-                r.get(0)
-            })?)
+            .query_row(
+                "SELECT id, folder FROM sources WHERE key = ?1",
+                [&info.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, folder)) = known {
+            self.conn.execute(
+                "UPDATE sources SET name = ?2, last_seen = ?3 WHERE id = ?1",
+                params![id, info.name, t],
+            )?;
+            return Ok((id, folder));
+        }
+        let taken = |f: &str| -> Result<bool> {
+            Ok(self
+                .conn
+                .query_row(
+                    "SELECT 1 FROM sources WHERE lower(folder) = lower(?1)",
+                    [f],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        };
+        let tail: String = {
+            let id_tail = info.id.split_once(':').map(|(_, t)| t).unwrap_or(&info.id);
+            let chars: Vec<char> = id_tail.chars().filter(|c| c.is_alphanumeric()).collect();
+            chars[chars.len().saturating_sub(6)..].iter().collect()
+        };
+        let mut folder = info.name.clone();
+        let mut n = 1;
+        while taken(&folder)? {
+            n += 1;
+            folder = if n == 2 && !tail.is_empty() {
+                format!("{} {tail}", info.name)
+            } else {
+                format!("{} {n}", info.name)
+            };
+        }
+        self.conn.execute(
+            "INSERT INTO sources(key, kind, name, folder, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![info.id, info.kind.as_str(), info.name, folder, t],
+        )?;
+        Ok((self.conn.last_insert_rowid(), folder))
     }
 
     /// The id of a known source, without adding it.
@@ -397,8 +440,16 @@ mod tests {
     fn record_and_query() {
         let d = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&d.path().join(CATALOG_FILE), true).unwrap();
-        let sid = c.upsert_source(&info("folder:/x")).unwrap();
-        assert_eq!(c.upsert_source(&info("folder:/x")).unwrap(), sid);
+        let (sid, folder) = c.upsert_source(&info("folder:/x")).unwrap();
+        assert_eq!(folder, "sd");
+        assert_eq!(c.upsert_source(&info("folder:/x")).unwrap(), (sid, folder));
+        // Another device with the same name gets its own folder, for good.
+        let (_, other) = c.upsert_source(&info("android:SERIAL123456")).unwrap();
+        assert_eq!(other, "sd 123456");
+        assert_eq!(
+            c.upsert_source(&info("android:SERIAL123456")).unwrap().1,
+            "sd 123456"
+        );
         let f = NewFile {
             hash: "aa",
             size: 3,
@@ -436,17 +487,20 @@ mod tests {
         )
         .unwrap();
         let st = c.status().unwrap();
-        assert_eq!(st.len(), 1);
-        assert_eq!(st[0].files, 1);
-        assert_eq!(st[0].categories, vec![("photo".to_string(), 1)]);
-        assert_eq!(st[0].last_run.as_ref().unwrap().result, "ok");
+        assert_eq!(st.len(), 2);
+        let x = st.iter().find(|s| s.id == "folder:/x").unwrap();
+        assert_eq!(x.files, 1);
+        assert_eq!(x.categories, vec![("photo".to_string(), 1)]);
+        assert_eq!(x.last_run.as_ref().unwrap().result, "ok");
+        let other = st.iter().find(|s| s.id != "folder:/x").unwrap();
+        assert_eq!((other.files, other.last_run.is_none()), (0, true));
     }
 
     #[test]
     fn a_second_file_under_a_case_twin_name_is_refused() {
         let c = Catalog::in_memory().unwrap();
         let mut c = c;
-        let sid = c.upsert_source(&info("folder:/y")).unwrap();
+        let (sid, _) = c.upsert_source(&info("folder:/y")).unwrap();
         let mk = |hash: &'static str, path: &'static str| NewFile {
             hash,
             size: 1,

@@ -36,6 +36,8 @@ pub enum Command {
     Backup(BackupArgs),
     /// Per source: last backup, files and bytes stored, counts per category.
     Status(StatusArgs),
+    /// The phones connected now, and why one cannot be read.
+    Devices(DevicesArgs),
     /// Make a sample camera roll and back it up end to end, twice.
     Demo(DemoArgs),
     /// Virtual devices and sample data, for tests and demos.
@@ -43,7 +45,7 @@ pub enum Command {
     Sim(SimCommand),
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct DestArgs {
     /// The backup store (a folder on the backup drive). Default: the config file's
     /// `destination`, else ~/Pictures/offload.
@@ -51,11 +53,24 @@ pub struct DestArgs {
     pub to: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct BackupArgs {
-    /// A folder holding a camera roll (an SD card, a camera, a mounted phone).
+    /// A folder holding a camera roll (an SD card, a camera, a mounted phone). Without
+    /// --from, every connected phone is backed up.
     #[arg(long, value_name = "PATH")]
     pub from: Vec<PathBuf>,
+
+    /// Back up the connected phones too when --from is given.
+    #[arg(long)]
+    pub phones: bool,
+
+    /// Only the phone with this serial, UDID or name.
+    #[arg(long, value_name = "SERIAL|NAME")]
+    pub device: Option<String>,
+
+    /// Android: also back up WhatsApp, Telegram and Signal media.
+    #[arg(long)]
+    pub include_app_media: bool,
 
     #[command(flatten)]
     pub dest: DestArgs,
@@ -85,6 +100,13 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct DevicesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Keep the demo files here instead of a new temporary folder.
     #[arg(long, value_name = "DIR")]
@@ -105,7 +127,9 @@ pub struct RollArgs {
     /// Folder to fill (created if missing).
     #[arg(long)]
     pub dir: PathBuf,
-    /// `demo`: a small realistic roll with clashes, a duplicate and hidden files.
+    /// `demo`: a small realistic roll with clashes, a duplicate and hidden files, laid
+    /// out as an Android phone's storage. `iphone`: an iPhone's media root (100APPLE,
+    /// a Live Photo pair, the 101APPLE roll-over). `card`: a camera's SD card.
     /// `bulk`: many same-sized files for benchmarks.
     #[arg(long, default_value = "demo")]
     pub kind: String,

@@ -56,12 +56,16 @@ fn main() -> ExitCode {
 
 /// Runs one command; returns the exit code for a run that finished.
 fn try_main(cli: Cli) -> anyhow::Result<u8> {
+    // Virtual phones live in this process (mtp-rs's registry is per process): register
+    // them before anything looks for phones.
+    #[cfg(feature = "sim")]
+    sim::android::register_from_env()
+        .map_err(|e| error::fail(Exit::Usage, format!("{}: {e:#}", sim::android::ANDROID_ENV)))?;
     match cli.command {
-        None => Err(error::fail(
-            Exit::Usage,
-            "no phone support yet: use `offload backup --from PATH` (see --help)",
-        )),
+        // Plain `offload`: back up every connected phone to the default destination.
+        None => commands::backup::run(&cli::BackupArgs::default()),
         Some(Command::Backup(args)) => commands::backup::run(&args),
+        Some(Command::Devices(args)) => commands::devices::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         #[cfg(feature = "sim")]

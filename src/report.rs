@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::source::detect::Blocked;
 use crate::source::{DeviceInfo, Skipped};
 use crate::store::fsinfo::human_bytes;
 
@@ -50,6 +51,9 @@ pub struct RunReport {
     pub elapsed_s: f64,
     pub dry_run: bool,
     pub devices: Vec<DeviceReport>,
+    /// Phones found that could not be read, each with what to do.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<Blocked>,
 }
 
 impl RunReport {
@@ -96,6 +100,12 @@ impl RunReport {
             if let Some(why) = &d.interrupted {
                 out.push_str(&format!("  stopped: {why}\n"));
             }
+        }
+        for b in &self.blocked {
+            out.push_str(&format!(
+                "{} ({}, {}): not read: {}\n",
+                b.name, b.kind, b.id, b.message
+            ));
         }
         let secs = self.elapsed_s.max(1e-9);
         out.push_str(&format!(

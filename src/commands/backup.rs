@@ -14,6 +14,7 @@ use crate::config;
 use crate::error::{fail, Exit};
 use crate::plan::{self, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
+use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{Skipped, Source, SourceError};
 use crate::store::fsinfo::human_bytes;
@@ -48,14 +49,35 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         let s = FolderSource::open(from).map_err(source_fail)?;
         sources.push(Box::new(s));
     }
-    if sources.is_empty() {
-        return Err(fail(
-            Exit::NoSource,
-            "Nothing to back up: give a camera-roll folder with --from PATH.",
-        ));
+    let mut blocked = Vec::new();
+    if args.from.is_empty() || args.phones || args.device.is_some() {
+        let found = detect(&DetectOptions {
+            include_app_media: args.include_app_media,
+            device: args.device.clone(),
+            ..DetectOptions::default()
+        });
+        let phones = found.sources.len();
+        sources.extend(found.sources);
+        blocked = found.blocked;
+        for note in &found.notes {
+            tracing::info!("{note}");
+        }
+        if sources.is_empty() {
+            return Err(no_phone(
+                &blocked,
+                found.no_usbmuxd.as_deref(),
+                args.device.as_deref(),
+            ));
+        }
+        // usbmuxd missing matters only when no phone at all was found; with Android
+        // phones in this run, say it once and go on.
+        if let (Some(m), true) = (&found.no_usbmuxd, phones > 0) {
+            eprintln!("note: iPhones cannot be seen: {m}");
+        }
     }
     backup(
         sources,
+        blocked,
         &Options {
             dest: &dest,
             template,
@@ -63,6 +85,29 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
             json: args.json,
         },
     )
+}
+
+/// The error for a run that found nothing it could read: each blocked phone's fix, or
+/// how to connect one.
+fn no_phone(blocked: &[Blocked], no_usbmuxd: Option<&str>, device: Option<&str>) -> anyhow::Error {
+    if !blocked.is_empty() {
+        let lines: Vec<String> = blocked
+            .iter()
+            .map(|b| format!("{} ({}): {}", b.name, b.id, b.message))
+            .collect();
+        return fail(Exit::NoSource, lines.join("\n"));
+    }
+    let mut msg = match device {
+        Some(d) => format!("No connected phone matches {d:?}: `offload devices` lists them."),
+        None => "No phone found. Connect it with a USB data cable, unlock it, and choose \
+                 'File transfer' in the USB notification (Android) or tap 'Trust' (iPhone). \
+                 To back up a folder, use --from PATH."
+            .to_string(),
+    };
+    if let Some(m) = no_usbmuxd {
+        msg.push_str(&format!("\nFor iPhones: {m}"));
+    }
+    fail(Exit::NoSource, msg)
 }
 
 /// A source that cannot be opened or listed ends the run with exit 3 (or 5 if gone).
@@ -77,8 +122,13 @@ fn store_fail(e: StoreError) -> anyhow::Error {
     fail(Exit::Destination, e.to_string())
 }
 
-/// Backs up every source into the store at `opts.dest`. Returns the exit code.
-pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
+/// Backs up every source into the store at `opts.dest`; `blocked` phones (found but
+/// unreadable) are reported. Returns the exit code.
+pub fn backup(
+    mut sources: Vec<Box<dyn Source>>,
+    blocked: Vec<Blocked>,
+    opts: &Options,
+) -> Result<u8> {
     let started = Instant::now();
     let announce = format!("Backing up to {}", opts.dest.display());
     if opts.json {
@@ -107,11 +157,14 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
 
     // List and plan every source before copying anything, so that the space check
     // covers the whole run.
-    let mut plans: Vec<(i64, Plan, DeviceReport)> = Vec::new();
+    let mut plans: Vec<(i64, String, Plan, DeviceReport)> = Vec::new();
     for source in sources.iter_mut() {
         let info = source.info().clone();
-        let source_id = if opts.dry_run {
-            catalog.source_id(&info.id)?.unwrap_or(-1)
+        let (source_id, folder) = if opts.dry_run {
+            (
+                catalog.source_id(&info.id)?.unwrap_or(-1),
+                info.name.clone(),
+            )
         } else {
             catalog.upsert_source(&info)?
         };
@@ -145,11 +198,11 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
                 }
             });
         }
-        plans.push((source_id, plan, report));
+        plans.push((source_id, folder, plan, report));
     }
 
     if let Some(store) = &store {
-        let needed: u64 = plans.iter().map(|(_, p, _)| p.bytes_to_copy()).sum();
+        let needed: u64 = plans.iter().map(|(_, _, p, _)| p.bytes_to_copy()).sum();
         // A filesystem that reports no size at all (some FUSE drivers) cannot be
         // checked ahead; a full disk is then caught, cleanly, by the first failed write.
         let known = store.fs.total_bytes > 0;
@@ -172,8 +225,11 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
     let mut progress = Progress::new(opts.json);
     let mut devices = Vec::new();
     let mut code = 0u8;
+    if !blocked.is_empty() {
+        code = Exit::NoSource as u8;
+    }
     let mut dest_error = None;
-    for (source, (source_id, plan, mut report)) in sources.iter_mut().zip(plans) {
+    for (source, (source_id, folder, plan, mut report)) in sources.iter_mut().zip(plans) {
         match &store {
             None => {
                 report.copied = plan.to_copy.len() as u64;
@@ -186,6 +242,7 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
                     &mut catalog,
                     &opts.template,
                     source_id,
+                    &folder,
                     plan,
                     &mut report,
                     &mut progress,
@@ -197,7 +254,7 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
         }
         if report.interrupted.is_some() {
             code = code.max(Exit::Gone as u8);
-        } else if !report.failed.is_empty() {
+        } else if !report.failed.is_empty() && code == 0 {
             code = code.max(Exit::SomeFailed as u8);
         }
         devices.push(report);
@@ -212,6 +269,7 @@ pub fn backup(mut sources: Vec<Box<dyn Source>>, opts: &Options) -> Result<u8> {
         elapsed_s: started.elapsed().as_secs_f64(),
         dry_run: opts.dry_run,
         devices,
+        blocked,
     };
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -250,6 +308,7 @@ fn copy_source(
     catalog: &mut Catalog,
     template: &Template,
     source_id: i64,
+    folder: &str,
     plan: Plan,
     report: &mut DeviceReport,
     progress: &mut Progress,
@@ -259,7 +318,7 @@ fn copy_source(
     let total = plan.to_copy.len();
     progress.start(&name, total, plan.bytes_to_copy());
     let mut buf = Vec::new();
-    let mut batch = Batch::new(store, catalog, template, &name, source_id);
+    let mut batch = Batch::new(store, catalog, template, folder, source_id);
     let mut done = 0usize;
     let mut result: Result<()> = Ok(());
 

@@ -27,6 +27,9 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
 
 #[cfg(feature = "sim")]
 fn demo(args: &DemoArgs) -> Result<u8> {
+    use crate::sim::{android, gen, iphone};
+    use crate::source::detect::{detect, DetectOptions};
+
     let dir: PathBuf = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -37,9 +40,11 @@ fn demo(args: &DemoArgs) -> Result<u8> {
             .tempdir()?
             .keep(),
     };
-    let roll = dir.join("SD_CARD");
+    let card = dir.join("SD_CARD");
+    let pixel = dir.join("phones/DEMOPIXEL");
+    let iphone_dir = dir.join("phones/iPhone");
     let dest = dir.join("backup");
-    if roll.exists() || dest.exists() {
+    if card.exists() || dest.exists() || pixel.exists() {
         return Err(fail(
             Exit::Usage,
             format!(
@@ -48,13 +53,35 @@ fn demo(args: &DemoArgs) -> Result<u8> {
             ),
         ));
     }
-    let files = crate::sim::gen::demo_roll(&roll)?;
+    let a = gen::demo_roll(&pixel)?;
+    let i = gen::iphone_roll(&iphone_dir)?;
+    // One photo is on the Android phone and on the SD card: it is stored once.
+    let shared = "DCIM/Camera/IMG_20230314_091502.jpg";
+    let c = gen::camera_card(&card, Some((&pixel, shared)))?;
     println!(
-        "Sample camera roll: {} files in {} (photos over several months, screenshots, \
-         videos, a name clash, a duplicate, hidden and trashed files)\n",
-        files.len(),
-        roll.display()
+        "Virtual Android phone: {} files in {} (camera photos and videos, a motion photo, \
+         screenshots, WhatsApp media, a name clash, a duplicate, trashed and hidden files)",
+        a.len(),
+        pixel.display()
     );
+    println!(
+        "Virtual iPhone: {} files in {} (a Live Photo pair, a screenshot, a video, the \
+         100APPLE/101APPLE roll-over), served over usbmuxd/lockdown/AFC",
+        i.len(),
+        iphone_dir.display()
+    );
+    println!(
+        "SD card: {} files in {} (one photo also on the Android phone)\n",
+        c.len() + 1,
+        card.display()
+    );
+
+    // The virtual phones speak the real protocols; discovery finds them as it would
+    // find real ones.
+    let serial = android::register_phone(&pixel, None, Default::default(), false)?;
+    let sim = iphone::start(iphone::IphoneArgs::new(&iphone_dir))?;
+    let usbmuxd = sim.addr.to_string();
+    let virtual_ids = [format!("android:{serial}"), format!("iphone:{}", sim.udid)];
 
     let opts = Options {
         dest: &dest,
@@ -63,14 +90,28 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         json: false,
     };
     let sources = || -> Result<Vec<Box<dyn Source>>> {
-        Ok(vec![Box::new(
-            FolderSource::open(&roll).map_err(|e| anyhow::anyhow!("{e}"))?,
-        )])
+        let found = detect(&DetectOptions {
+            usbmuxd: Some(usbmuxd.clone()),
+            ..DetectOptions::default()
+        });
+        let mut sources: Vec<Box<dyn Source>> = found
+            .sources
+            .into_iter()
+            .filter(|s| virtual_ids.contains(&s.info().id))
+            .collect();
+        if sources.len() != virtual_ids.len() {
+            anyhow::bail!("the virtual phones were not found: {:?}", found.blocked);
+        }
+        sources.push(Box::new(
+            FolderSource::open(&card).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
+        Ok(sources)
     };
-    println!("== First backup");
-    let first = backup(sources()?, &opts)?;
+    println!("== First backup: an Android phone, an iPhone and an SD card into one store");
+    let first = backup(sources()?, Vec::new(), &opts)?;
     println!("\n== Second backup: nothing is new, so nothing is read or copied");
-    let second = backup(sources()?, &opts)?;
+    let second = backup(sources()?, Vec::new(), &opts)?;
+    drop(sim);
     println!("\n== offload status");
     crate::commands::status::run(&StatusArgs {
         dest: DestArgs {

@@ -19,6 +19,8 @@ fn roll(args: &RollArgs) -> anyhow::Result<u8> {
     let dir = &args.dir;
     let files = match args.kind.as_str() {
         "demo" => gen::demo_roll(dir),
+        "iphone" => gen::iphone_roll(dir),
+        "card" => gen::camera_card(dir, None),
         "bulk" => gen::bulk_roll(
             dir,
             args.photos,
@@ -30,7 +32,7 @@ fn roll(args: &RollArgs) -> anyhow::Result<u8> {
         other => {
             return Err(fail(
                 Exit::Usage,
-                format!("unknown roll kind {other:?}: use --kind demo or --kind bulk"),
+                format!("unknown roll kind {other:?}: use --kind demo, iphone, card or bulk"),
             ))
         }
     }

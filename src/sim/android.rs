@@ -39,7 +39,6 @@
 //! real or virtual, goes through the production code path untouched.
 
 // Nothing calls this module until the commands are wired to it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

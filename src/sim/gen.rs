@@ -784,5 +784,8 @@ pub fn bulk_roll(
     Ok(roll)
 }
 
+mod rolls;
+pub use rolls::{camera_card, iphone_roll};
+
 #[cfg(test)]
 mod tests;

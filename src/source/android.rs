@@ -15,7 +15,6 @@
 //! - MTP dates are phone-local with no zone: they are read on this computer's time zone.
 
 // Nothing calls this module until the commands are wired to it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::Read;

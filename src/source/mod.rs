@@ -6,6 +6,7 @@
 //! sanitises later.
 
 pub mod android;
+pub mod detect;
 pub mod folder;
 pub mod iphone;
 

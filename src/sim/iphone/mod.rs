@@ -10,7 +10,6 @@
 
 // The in-process API (`IphoneArgs::new`, `RunningSim::stats`...) serves the tests and the
 // demo, which is wired in separately.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod afc;
 mod crypto;
@@ -147,11 +146,14 @@ pub struct RunningSim {
     /// Where its usbmuxd listens: set `USBMUXD_SOCKET_ADDRESS` to this.
     pub addr: SocketAddr,
     pub udid: String,
+    // Read by the tests' accessors below.
+    #[cfg_attr(not(test), allow(dead_code))]
     device: Arc<Device>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+#[cfg(test)]
 impl RunningSim {
     pub fn stats(&self) -> Stats {
         self.device.lock().stats

@@ -9,7 +9,6 @@
 //! Everything is blocking: each source owns a small tokio runtime and `block_on`s it.
 
 // Nothing outside the tests calls this module yet: `offload backup`/`devices` wire it in.
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -126,11 +125,6 @@ impl From<NoUsbmuxd> for SourceError {
     }
 }
 
-/// Finds the iPhones plugged in over USB, with default [`Options`].
-pub fn discover() -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
-    discover_with(&Options::default())
-}
-
 /// Finds the iPhones plugged in over USB and opens each: reads its pair record from
 /// usbmuxd (pairing and saving a new one if there is none, waiting up to
 /// `opts.trust_timeout` for the user), starts a lockdown session and the AFC service.
@@ -156,7 +150,6 @@ pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadab
 /// One iPhone, paired and connected, reading its camera roll over AFC.
 pub struct IphoneSource {
     info: DeviceInfo,
-    product_version: String,
     // Declared before `rt`: the connection's sockets belong to the runtime and are
     // dropped first.
     conn: Conn,
@@ -172,16 +165,6 @@ impl std::fmt::Debug for IphoneSource {
 }
 
 impl IphoneSource {
-    /// The device's UDID.
-    pub fn udid(&self) -> &str {
-        &self.conn.device.udid
-    }
-
-    /// iOS version (lockdown `ProductVersion`).
-    pub fn ios_version(&self) -> &str {
-        &self.product_version
-    }
-
     fn open(addr: UsbmuxdAddr, device: UsbmuxdDevice, opts: Options) -> Result<Self, Unreadable> {
         let udid = device.udid.clone();
         let fail = |m: String| Unreadable {
@@ -219,7 +202,11 @@ impl IphoneSource {
             kind: SourceKind::Iphone,
             name: s("DeviceName").unwrap_or_else(|| "iPhone".into()),
             manufacturer: Some("Apple".into()),
-            model: s("ProductType"),
+            // "iPhone12,1, iOS 17.5.1": the version matters when a phone misbehaves.
+            model: match (s("ProductType"), s("ProductVersion")) {
+                (Some(t), Some(v)) => Some(format!("{t}, iOS {v}")),
+                (t, _) => t,
+            },
             serial: s("SerialNumber"),
             storages: vec![StorageInfo {
                 description: "iPhone storage".into(),
@@ -228,12 +215,7 @@ impl IphoneSource {
             }],
             warnings: Vec::new(),
         };
-        Ok(IphoneSource {
-            info,
-            product_version: s("ProductVersion").unwrap_or_default(),
-            conn,
-            rt,
-        })
+        Ok(IphoneSource { info, conn, rt })
     }
 }
 

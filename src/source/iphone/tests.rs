@@ -90,8 +90,7 @@ fn discovers_a_trusted_phone_and_lists_dcim() {
     assert_eq!(info.id, format!("iphone:{}", sim.udid));
     assert_eq!(info.kind, SourceKind::Iphone);
     assert_eq!(info.name, "Virtual iPhone");
-    assert_eq!(info.model.as_deref(), Some("iPhone12,1"));
-    assert_eq!(src.ios_version(), "17.5.1");
+    assert_eq!(src.info().model.as_deref(), Some("iPhone12,1, iOS 17.5.1"));
     assert!(info.storages[0].free_bytes > 0 && info.storages[0].capacity_bytes > 0);
 
     let listing = src.list().unwrap();

@@ -1,0 +1,101 @@
+//! `offload devices`: the phones connected now, what they hold, and why one that cannot
+//! be read cannot be.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::DevicesArgs;
+use crate::source::detect::{detect, Blocked, DetectOptions};
+use crate::source::{DeviceInfo, StorageInfo};
+use crate::store::fsinfo::human_bytes;
+
+#[derive(Serialize)]
+struct Device {
+    #[serde(flatten)]
+    info: DeviceInfo,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Devices {
+    devices: Vec<Device>,
+    blocked: Vec<Blocked>,
+    notes: Vec<String>,
+}
+
+/// Exit 0 when at least one phone can be read, 3 otherwise.
+pub fn run(args: &DevicesArgs) -> Result<u8> {
+    // Ask an iPhone to trust us once, but do not wait here for the answer.
+    let found = detect(&DetectOptions {
+        trust_timeout: Some(Duration::ZERO),
+        ..DetectOptions::default()
+    });
+    let mut notes = found.notes;
+    if let Some(m) = found.no_usbmuxd {
+        notes.push(m);
+    }
+    let report = Devices {
+        devices: found
+            .sources
+            .iter()
+            .map(|s| Device {
+                info: s.info().clone(),
+                state: "ready",
+            })
+            .collect(),
+        blocked: found.blocked,
+        notes,
+    };
+    let code = if report.devices.is_empty() { 3 } else { 0 };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(code);
+    }
+    if report.devices.is_empty() && report.blocked.is_empty() {
+        println!(
+            "No phone found. Connect it with a USB data cable, unlock it, and choose 'File \
+             transfer' in the USB notification (Android) or tap 'Trust' (iPhone)."
+        );
+    }
+    for d in &report.devices {
+        let i = &d.info;
+        println!("{} ({}, {}): ready", i.name, i.kind.as_str(), i.id);
+        let model: Vec<&str> = [i.manufacturer.as_deref(), i.model.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if !model.is_empty() {
+            println!("  model     {}", model.join(" "));
+        }
+        if let Some(s) = &i.serial {
+            println!("  serial    {s}");
+        }
+        for StorageInfo {
+            description,
+            capacity_bytes,
+            free_bytes,
+        } in &i.storages
+        {
+            println!(
+                "  storage   {description}: {} free of {}",
+                human_bytes(*free_bytes),
+                human_bytes(*capacity_bytes)
+            );
+        }
+        for w in &i.warnings {
+            println!("  warning   {w}");
+        }
+    }
+    for b in &report.blocked {
+        println!(
+            "{} ({}, {}): {}\n  {}",
+            b.name, b.kind, b.id, b.state, b.message
+        );
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    Ok(code)
+}

@@ -1,0 +1,154 @@
+//! Finding every connected phone, Android and iPhone alike, and saying why each one
+//! that cannot be read cannot be.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::android::{self, AndroidOptions};
+use super::iphone::{self, IphoneState};
+use super::{DeviceInfo, Source, SourceError};
+
+/// What to look for.
+#[derive(Clone, Debug, Default)]
+pub struct DetectOptions {
+    /// List messaging apps' media on Android phones too.
+    pub include_app_media: bool,
+    /// How long to wait for "Trust This Computer?" on an iPhone; `None` keeps the
+    /// default (a minute), zero asks once (for `offload devices`).
+    pub trust_timeout: Option<Duration>,
+    /// usbmuxd address; `None`: `USBMUXD_SOCKET_ADDRESS`, else the platform default.
+    pub usbmuxd: Option<String>,
+    /// Only phones whose serial, UDID or name matches (case-insensitive).
+    pub device: Option<String>,
+}
+
+/// A phone that is there but cannot be read, and what the user must do.
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    /// `locked`, `needs-trust`, `trust-denied`, `blocked` (see the message), `gone`.
+    pub state: String,
+    pub message: String,
+}
+
+/// Everything found.
+#[derive(Default)]
+pub struct Found {
+    pub sources: Vec<Box<dyn Source>>,
+    pub blocked: Vec<Blocked>,
+    /// Facts about the search (no USB bus here, usbmuxd not running...), not errors.
+    pub notes: Vec<String>,
+    /// Set when usbmuxd could not be reached: iPhones cannot be seen at all.
+    pub no_usbmuxd: Option<String>,
+}
+
+fn matches(info: &DeviceInfo, want: &str) -> bool {
+    let want = want.to_lowercase();
+    let id_tail = info.id.split_once(':').map(|(_, t)| t).unwrap_or(&info.id);
+    [
+        Some(info.name.as_str()),
+        info.serial.as_deref(),
+        Some(id_tail),
+        Some(info.id.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|v| v.to_lowercase() == want)
+}
+
+/// Finds every phone. Never fails: what cannot be read is in `blocked`, what could not
+/// be searched is in `notes`/`no_usbmuxd`. Blocking; not for use inside a runtime.
+pub fn detect(opts: &DetectOptions) -> Found {
+    let mut found = Found::default();
+
+    let mut aopts = AndroidOptions::from_env();
+    aopts.include_app_media = opts.include_app_media;
+    let a = android::discover(&aopts);
+    found.notes.extend(a.notes);
+    for s in a.sources {
+        found.sources.push(Box::new(s));
+    }
+    for b in a.blocked {
+        let state = match &b.error {
+            SourceError::Gone(_) => "gone",
+            _ if b.error.to_string().starts_with(android::UNLOCK_MESSAGE) => "locked",
+            _ => "blocked",
+        };
+        found.blocked.push(Blocked {
+            id: b.info.id.clone(),
+            kind: "android".into(),
+            name: b.info.name.clone(),
+            state: state.into(),
+            message: b.error.to_string(),
+        });
+    }
+
+    let mut iopts = iphone::Options {
+        usbmuxd: opts.usbmuxd.clone(),
+        ..iphone::Options::default()
+    };
+    if let Some(t) = opts.trust_timeout {
+        iopts.trust_timeout = t;
+    }
+    match iphone::discover_with(&iopts) {
+        Ok(phones) => {
+            for p in phones {
+                match p {
+                    Ok(s) => found.sources.push(Box::new(s)),
+                    Err(u) => found.blocked.push(Blocked {
+                        id: format!("iphone:{}", u.udid),
+                        kind: "iphone".into(),
+                        name: "iPhone".into(),
+                        state: match u.state {
+                            IphoneState::Locked => "locked",
+                            IphoneState::NeedsTrust => "needs-trust",
+                            IphoneState::TrustDenied => "trust-denied",
+                            IphoneState::Failed => "blocked",
+                        }
+                        .into(),
+                        message: u.message,
+                    }),
+                }
+            }
+        }
+        Err(e) => found.no_usbmuxd = Some(e.message),
+    }
+
+    if let Some(want) = &opts.device {
+        found.sources.retain(|s| matches(s.info(), want));
+        found.blocked.retain(|b| {
+            let tail = b.id.split_once(':').map(|(_, t)| t).unwrap_or(&b.id);
+            [b.id.as_str(), tail, b.name.as_str()]
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(want))
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceKind;
+
+    #[test]
+    fn device_filter_matches_serial_name_and_id() {
+        let info = DeviceInfo {
+            id: "android:ABC123".into(),
+            kind: SourceKind::Android,
+            name: "Pixel 8".into(),
+            manufacturer: None,
+            model: None,
+            serial: Some("ABC123".into()),
+            storages: vec![],
+            warnings: vec![],
+        };
+        for want in ["abc123", "pixel 8", "android:ABC123"] {
+            assert!(matches(&info, want), "{want}");
+        }
+        assert!(!matches(&info, "Pixel"));
+    }
+}
