@@ -139,7 +139,7 @@ def main():
     ap.add_argument("--videos", type=int, default=10)
     ap.add_argument("--video-size", type=int, default=100_000_000)
     ap.add_argument("--noop-files", type=int, default=20_000)
-    ap.add_argument("--only", choices=["first", "noop"], action="append")
+    ap.add_argument("--only", choices=["first", "noop", "android", "iphone"], action="append")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     args = ap.parse_args()
     for t in ["rsync", "rclone"]:
@@ -148,11 +148,18 @@ def main():
     offload = os.path.join(ROOT, "target", "release", "offload")
     os.makedirs(args.work, exist_ok=True)
     sections = []
-    only = args.only or ["first", "noop"]
+    only = args.only or ["first", "noop", "android", "iphone"]
     if "first" in only:
         sections.append(first_run(args, args.work, offload))
     if "noop" in only:
         sections.append(noop_rerun(args, args.work, offload))
+    # Phone scenarios live in their own files: scripts/bench_android.py, bench_iphone.py,
+    # each with `run(args, work, offload) -> str` (a markdown section).
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for phone in ["android", "iphone"]:
+        if phone in only:
+            module = __import__(f"bench_{phone}")
+            sections.append(module.run(args, args.work, offload))
     cpu = subprocess.run(["sh", "-c", "nproc; uname -r; df -hT " + args.work + " | tail -1"],
                          capture_output=True, text=True).stdout.split("\n")
     head = ("# Benchmarks\n\nWritten by `scripts/bench.sh` on "
