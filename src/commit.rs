@@ -92,7 +92,6 @@ impl<'a> Batch<'a> {
     pub fn add(&mut self, copied: Copied, entry: Entry) -> Result<Outcome> {
         let hex = copied.hash.to_hex().to_string();
         if self.queued_hashes.contains(&copied.hash) || self.catalog.path_of_hash(&hex)?.is_some() {
-            drop(copied.file);
             std::fs::remove_file(&copied.temp)?;
             self.sightings.push((entry, hex));
             return Ok(Outcome::Duplicate);
@@ -137,7 +136,7 @@ impl<'a> Batch<'a> {
         if self.pending.is_empty() && self.sightings.is_empty() {
             return Ok(Vec::new());
         }
-        let files: Vec<&std::fs::File> = self.pending.iter().map(|p| &p.copied.file).collect();
+        let files: Vec<&std::path::Path> = self.pending.iter().map(|p| p.copied.temp.as_path()).collect();
         self.store.sync_data(&files)?;
 
         let mut placed_keys: HashSet<String> = HashSet::new();

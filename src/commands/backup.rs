@@ -10,6 +10,8 @@ use anyhow::Result;
 use crate::catalog::{Catalog, RunCounts, CATALOG_FILE};
 use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
+use crate::source::Entry;
+use crate::transfer::Copied;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::plan::{self, Plan};
@@ -298,9 +300,26 @@ pub fn backup(
     Ok(code)
 }
 
+/// Files handed from the copying thread to the committing one, at most. Bounds the
+/// temp files waiting for their sync; each holds no open descriptor.
+const COMMIT_QUEUE: usize = 256;
+
+/// What the committing thread did.
+#[derive(Default)]
+struct Committed {
+    copied: u64,
+    bytes: u64,
+    duplicates: u64,
+}
+
 /// Copies one source's plan. Source failures are recorded in `report` (a vanished
 /// device sets `report.interrupted`); destination failures are returned, after the
 /// files already copied have been committed where possible.
+///
+/// Two threads: this one reads from the device, hashes and writes temp files; a
+/// committing thread dates each file, syncs batches, renames them into place and
+/// records them. The device never waits for the disk's sync, and the sync of one batch
+/// overlaps the copy of the next.
 #[allow(clippy::too_many_arguments)]
 fn copy_source(
     source: &mut dyn Source,
@@ -317,68 +336,80 @@ fn copy_source(
     let name = source.info().name.clone();
     let total = plan.to_copy.len();
     progress.start(&name, total, plan.bytes_to_copy());
-    let mut buf = Vec::new();
-    let mut batch = Batch::new(store, catalog, template, folder, source_id);
-    let mut done = 0usize;
-    let mut result: Result<()> = Ok(());
 
-    for entry in plan.to_copy {
-        progress.current(&entry.path);
-        let copied = match source.open(&entry, 0) {
-            Ok(mut reader) => transfer::copy(&mut *reader, store, entry.size, &mut buf, &mut |n| {
-                progress.advance(n)
-            }),
-            Err(e) => Err(CopyError::Source(e)),
-        };
-        done += 1;
-        match copied {
-            Ok(c) => {
-                let size = c.size;
-                match batch.add(c, entry.clone()) {
-                    Ok(Outcome::Duplicate) => {
-                        report.duplicates += 1;
-                        progress.file_done(done, total, &format!("duplicate {}", entry.path));
-                    }
-                    Ok(Outcome::Queued) => {
-                        progress.file_done(
-                            done,
-                            total,
-                            &format!("copied {} ({})", entry.path, human_bytes(size)),
-                        );
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
+    let (copy_result, committed) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Copied, Entry)>(COMMIT_QUEUE);
+        let catalog = &mut *catalog;
+        let committer = scope.spawn(move || -> (Committed, Result<()>) {
+            let mut done = Committed::default();
+            let mut batch = Batch::new(store, catalog, template, folder, source_id);
+            let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
+                for s in batch.flush()? {
+                    done.copied += 1;
+                    done.bytes += s.size;
+                    tracing::info!("stored {} as {}", s.remote_path, s.store_path);
+                }
+                Ok(())
+            };
+            for (copied, entry) in rx {
+                match batch.add(copied, entry) {
+                    Ok(Outcome::Duplicate) => done.duplicates += 1,
+                    Ok(Outcome::Queued) => {}
+                    Err(e) => return (done, Err(e)),
                 }
                 if batch.is_full() {
-                    if let Err(e) = flush(&mut batch, report) {
-                        result = Err(e);
-                        break;
+                    if let Err(e) = flush(&mut batch, &mut done) {
+                        return (done, Err(e));
                     }
                 }
             }
-            Err(CopyError::Source(SourceError::Gone(why))) => {
-                report.interrupted = Some(why);
-                break;
-            }
-            Err(CopyError::Source(e)) => {
-                progress.println(&format!("failed: {}: {e}", entry.path));
-                report.failed.push(Skipped {
-                    path: entry.path.clone(),
-                    reason: e.to_string(),
-                });
-            }
-            Err(CopyError::Dest(e)) => {
-                result = Err(e.into());
-                break;
+            let r = flush(&mut batch, &mut done);
+            (done, r)
+        });
+
+        let mut result: Result<()> = Ok(());
+        for (done, entry) in plan.to_copy.into_iter().enumerate() {
+            progress.current(&entry.path);
+            let copied = match source.open(&entry, 0) {
+                Ok(mut reader) => transfer::copy(&mut *reader, store, entry.size, &mut |n| {
+                    progress.advance(n)
+                }),
+                Err(e) => Err(CopyError::Source(e)),
+            };
+            match copied {
+                Ok(c) => {
+                    let line = format!("copied {} ({})", entry.path, human_bytes(c.size));
+                    if tx.send((c, entry)).is_err() {
+                        // The committing thread stopped on an error; it says which.
+                        break;
+                    }
+                    progress.file_done(done + 1, total, &line);
+                }
+                Err(CopyError::Source(SourceError::Gone(why))) => {
+                    report.interrupted = Some(why);
+                    break;
+                }
+                Err(CopyError::Source(e)) => {
+                    progress.println(&format!("failed: {}: {e}", entry.path));
+                    report.failed.push(Skipped {
+                        path: entry.path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(CopyError::Dest(e)) => {
+                    result = Err(e.into());
+                    break;
+                }
             }
         }
-    }
-    if result.is_ok() {
-        result = flush(&mut batch, report);
-    }
-    drop(batch);
+        drop(tx);
+        let (committed, commit_result) = committer.join().expect("the committing thread panicked");
+        (result.and(commit_result), committed)
+    });
+    report.copied += committed.copied;
+    report.bytes_copied += committed.bytes;
+    report.duplicates += committed.duplicates;
+
     let counts = RunCounts {
         copied: report.copied,
         bytes_copied: report.bytes_copied,
@@ -387,7 +418,7 @@ fn copy_source(
         skipped: report.skipped.len() as u64,
         failed: report.failed.len() as u64,
     };
-    let outcome = if result.is_err() {
+    let outcome = if copy_result.is_err() {
         "destination-error"
     } else if report.interrupted.is_some() {
         "interrupted"
@@ -398,14 +429,5 @@ fn copy_source(
     };
     // Best effort: the destination may be what failed.
     let _ = catalog.finish_run(run_id, outcome, &counts);
-    result
-}
-
-fn flush(batch: &mut Batch, report: &mut DeviceReport) -> Result<()> {
-    for s in batch.flush()? {
-        report.copied += 1;
-        report.bytes_copied += s.size;
-        tracing::info!("stored {} as {}", s.remote_path, s.store_path);
-    }
-    Ok(())
+    copy_result
 }

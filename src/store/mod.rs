@@ -157,13 +157,14 @@ impl Store {
         Ok((path, f))
     }
 
-    /// Makes the data of every file written so far durable. One `syncfs` covers them
-    /// all where the filesystem honours it; elsewhere each file in `files` is synced.
-    pub fn sync_data(&self, files: &[&File]) -> io::Result<()> {
+    /// Makes the data of the given (closed) temp files durable. One `syncfs` covers
+    /// them all where the filesystem honours it; elsewhere each file is synced.
+    pub fn sync_data(&self, files: &[&Path]) -> io::Result<()> {
         if self.fs.syncfs_is_trustworthy() {
             fsinfo::syncfs(&self.root_fd)
         } else {
-            files.iter().try_for_each(|f| f.sync_data())
+            // fsync flushes the file's pages whichever descriptor asks.
+            files.iter().try_for_each(|p| File::open(p)?.sync_data())
         }
     }
 
