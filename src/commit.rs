@@ -136,7 +136,11 @@ impl<'a> Batch<'a> {
         if self.pending.is_empty() && self.sightings.is_empty() {
             return Ok(Vec::new());
         }
-        let files: Vec<&std::path::Path> = self.pending.iter().map(|p| p.copied.temp.as_path()).collect();
+        let files: Vec<&std::path::Path> = self
+            .pending
+            .iter()
+            .map(|p| p.copied.temp.as_path())
+            .collect();
         self.store.sync_data(&files)?;
 
         let mut placed_keys: HashSet<String> = HashSet::new();

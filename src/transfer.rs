@@ -34,16 +34,18 @@ pub enum CopyError {
 /// Streams `reader` into a new temp file of `store`, hashing as it goes.
 /// `expected` is the size the device announced: fewer bytes is a failed read (a
 /// truncated photo must not be recorded as backed up), more is accepted (the bytes
-/// read are what is hashed and stored). `progress` is told each chunk's length.
+/// read are what is hashed and stored). `pool` keeps chunk buffers for the next file.
+/// `progress` is told each chunk's length.
 /// On any error the temp file is removed.
 pub fn copy(
     reader: &mut (dyn Read + Send),
     store: &Store,
     expected: u64,
+    pool: &mut Vec<Vec<u8>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Copied, CopyError> {
     let (temp, file) = store.temp_file().map_err(CopyError::Dest)?;
-    let result = fill(reader, &file, expected, progress);
+    let result = fill(reader, &file, expected, pool, progress);
     match result {
         Ok((hash, size, head)) => Ok(Copied {
             temp,
@@ -93,17 +95,23 @@ fn fill(
     reader: &mut (dyn Read + Send),
     mut file: &File,
     expected: u64,
+    pool: &mut Vec<Vec<u8>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(blake3::Hash, u64, Vec<u8>), CopyError> {
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
+        let (full_tx, full_rx) =
+            std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        // Buffers are reused from file to file: fresh ones would cost a page fault per
+        // 4 KiB on every file.
         for _ in 0..IN_FLIGHT {
-            empty_tx.send(vec![0u8; CHUNK]).expect("room for every buffer");
+            let buf = pool.pop().unwrap_or_else(|| vec![0u8; CHUNK]);
+            empty_tx.send(buf).expect("room for every buffer");
         }
-        scope.spawn(move || {
-            // Ends at end of file, on an error, or when the writing side hangs up.
-            for mut buf in empty_rx {
+        let reading = scope.spawn(move || {
+            // Ends at end of file, on an error, or when the writing side hangs up; hands
+            // back the queue of free buffers.
+            while let Ok(mut buf) = empty_rx.recv() {
                 let got = loop {
                     match reader.read(&mut buf) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -115,6 +123,7 @@ fn fill(
                     break;
                 }
             }
+            empty_rx
         });
 
         let mut hasher = blake3::Hasher::new();
@@ -123,7 +132,10 @@ fn fill(
         let mut flushed = 0u64;
         loop {
             let (buf, n) = match full_rx.recv() {
-                Ok(Ok((_, 0))) => break,
+                Ok(Ok((buf, 0))) => {
+                    pool.push(buf);
+                    break;
+                }
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => return Err(CopyError::Source(SourceError::from_io(e))),
                 Err(_) => unreachable!("the reading thread always sends its last word"),
@@ -147,6 +159,9 @@ fn fill(
         if size > flushed {
             start_writeback(file, flushed, size - flushed);
         }
+        if let Ok(empty) = reading.join() {
+            pool.extend(empty.try_iter());
+        }
         if size < expected {
             return Err(CopyError::Source(SourceError::File(format!(
                 "the device sent {size} of the {expected} bytes it announced; will retry next run"
@@ -154,4 +169,87 @@ fn fill(
         }
         Ok((hasher.finalize(), size, head))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn data(n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        blake3::Hasher::new()
+            .update(b"t")
+            .finalize_xof()
+            .fill(&mut v);
+        v
+    }
+
+    /// Yields `ok` bytes of `data`, then an error.
+    struct Failing {
+        data: Cursor<Vec<u8>>,
+        ok: u64,
+        err: fn() -> io::Error,
+    }
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.position() >= self.ok {
+                return Err((self.err)());
+            }
+            let room = (self.ok - self.data.position()) as usize;
+            let n = room.min(buf.len());
+            self.data.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn one_pass_hash_and_copy_with_buffer_reuse() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let mut pool = Vec::new();
+        for size in [0, 1, CHUNK - 1, CHUNK, 5 * CHUNK + 17] {
+            let bytes = data(size);
+            let mut seen = 0;
+            let c = copy(
+                &mut Cursor::new(bytes.clone()),
+                &store,
+                size as u64,
+                &mut pool,
+                &mut |n| seen += n,
+            )
+            .unwrap_or_else(|_| panic!("copy of {size} bytes"));
+            assert_eq!(c.hash, blake3::hash(&bytes));
+            assert_eq!((c.size, seen), (size as u64, size as u64));
+            assert_eq!(c.head, bytes[..size.min(HEAD)]);
+            assert_eq!(std::fs::read(&c.temp).unwrap(), bytes);
+        }
+        assert_eq!(pool.len(), IN_FLIGHT, "buffers come back for the next file");
+    }
+
+    #[test]
+    fn short_and_failed_reads_leave_no_temp_file() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let tmp = d.path().join(".offload/tmp");
+        let mut pool = Vec::new();
+        let short = copy(
+            &mut Cursor::new(data(100)),
+            &store,
+            200,
+            &mut pool,
+            &mut |_| {},
+        );
+        assert!(
+            matches!(short, Err(CopyError::Source(SourceError::File(m))) if m.contains("100 of the 200"))
+        );
+        let mut gone = Failing {
+            data: Cursor::new(data(3 * CHUNK)),
+            ok: (CHUNK + 5) as u64,
+            err: || SourceError::Gone("unplugged".into()).into_io(),
+        };
+        let r = copy(&mut gone, &store, 3 * CHUNK as u64, &mut pool, &mut |_| {});
+        assert!(matches!(r, Err(CopyError::Source(SourceError::Gone(_)))));
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    }
 }

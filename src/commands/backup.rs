@@ -10,18 +10,18 @@ use anyhow::Result;
 use crate::catalog::{Catalog, RunCounts, CATALOG_FILE};
 use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
-use crate::source::Entry;
-use crate::transfer::Copied;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::plan::{self, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
+use crate::source::Entry;
 use crate::source::{Skipped, Source, SourceError};
 use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
 use crate::store::{Store, StoreError};
+use crate::transfer::Copied;
 use crate::transfer::{self, CopyError};
 
 /// Space kept free beyond the planned bytes: the catalog, folder entries, and a
@@ -367,13 +367,16 @@ fn copy_source(
             (done, r)
         });
 
+        let mut pool = Vec::new();
         let mut result: Result<()> = Ok(());
         for (done, entry) in plan.to_copy.into_iter().enumerate() {
             progress.current(&entry.path);
             let copied = match source.open(&entry, 0) {
-                Ok(mut reader) => transfer::copy(&mut *reader, store, entry.size, &mut |n| {
-                    progress.advance(n)
-                }),
+                Ok(mut reader) => {
+                    transfer::copy(&mut *reader, store, entry.size, &mut pool, &mut |n| {
+                        progress.advance(n)
+                    })
+                }
                 Err(e) => Err(CopyError::Source(e)),
             };
             match copied {
