@@ -407,6 +407,85 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Stored files to verify: (path, size, hash), all of them or those seen on the
+    /// source whose key or name is `device`.
+    pub fn stored_files(&self, device: Option<&str>) -> Result<Vec<(String, u64, String)>> {
+        let sql = match device {
+            None => "SELECT path, size, hash FROM files ORDER BY path",
+            Some(_) => {
+                "SELECT path, size, hash FROM files WHERE hash IN
+                 (SELECT s.hash FROM sightings s JOIN sources src ON src.id = s.source_id
+                  WHERE src.key = ?1 OR lower(src.name) = lower(?1) OR lower(src.folder) = lower(?1)
+                        OR src.key LIKE '%:' || ?1)
+                 ORDER BY path"
+            }
+        };
+        let mut stmt = self.conn.prepare(sql)?;
+        let map = |r: &rusqlite::Row| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?));
+        let rows = match device {
+            None => stmt.query_map([], map)?.collect::<rusqlite::Result<_>>()?,
+            Some(d) => stmt.query_map([d], map)?.collect::<rusqlite::Result<_>>()?,
+        };
+        Ok(rows)
+    }
+
+    /// Every stored path, by its case-folded key (to tell unknown files in the store).
+    pub fn stored_keys(&self) -> Result<HashSet<String>> {
+        let mut stmt = self.conn.prepare("SELECT path_key FROM files")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// SQLite's own consistency check; `Ok(None)` when the database is sound, else
+    /// what it found.
+    pub fn quick_check(&self) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(if rows.len() == 1 && rows[0] == "ok" {
+            None
+        } else {
+            Some(rows.join("; "))
+        })
+    }
+
+    /// Copies the catalog, consistently, to `dest` with SQLite's online backup (the
+    /// copy a damaged catalog can be restored from).
+    pub fn backup_to(&self, dest: &Path) -> Result<()> {
+        let tmp = dest.with_extension("bak.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let mut out = Connection::open(&tmp)?;
+            let b = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
+            b.run_to_completion(256, std::time::Duration::ZERO, None)?;
+        }
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        Ok(())
+    }
+
+    /// Adds a file found in the store by `offload reindex`, under the pseudo-source
+    /// `source_id`. Returns false when that content is already recorded.
+    pub fn add_reindexed(&self, source_id: i64, f: &NewFile) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT INTO files(hash, size, path, path_key, captured, date_source, category, source_id, added_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            params![
+                f.hash,
+                f.size as i64,
+                f.path,
+                f.path_key,
+                f.captured,
+                f.date_source,
+                f.category,
+                source_id,
+                now()
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Total files and bytes in the store.
     pub fn totals(&self) -> Result<(u64, u64)> {
         let (n, b): (i64, i64) = self.conn.query_row(

@@ -38,6 +38,10 @@ pub enum Command {
     Status(StatusArgs),
     /// The phones connected now, and why one cannot be read.
     Devices(DevicesArgs),
+    /// Re-read the whole backup from the disk and compare every file with its hash.
+    Verify(VerifyArgs),
+    /// Rebuild a lost or damaged catalog from the files in the store.
+    Reindex(ReindexArgs),
     /// Make a sample camera roll and back it up end to end, twice.
     Demo(DemoArgs),
     /// Virtual devices and sample data, for tests and demos.
@@ -94,6 +98,30 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub dest: DestArgs,
 
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+    /// Only files that came from this phone or folder (serial, UDID, name or id).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Check a random share of the files, in percent, for a quick run.
+    #[arg(long, value_name = "PERCENT")]
+    pub sample: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -66,6 +66,8 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         None => commands::backup::run(&cli::BackupArgs::default()),
         Some(Command::Backup(args)) => commands::backup::run(&args),
         Some(Command::Devices(args)) => commands::devices::run(&args),
+        Some(Command::Verify(args)) => commands::verify::run(&args),
+        Some(Command::Reindex(args)) => commands::reindex::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         #[cfg(feature = "sim")]

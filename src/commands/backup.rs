@@ -24,6 +24,34 @@ use crate::store::{Store, StoreError};
 use crate::transfer::Copied;
 use crate::transfer::{self, CopyError};
 
+/// Opens the store's catalog and checks it (`PRAGMA quick_check`). A damaged one ends
+/// the command with exit 4 and the two ways out: the copy from the last good run, or
+/// `offload reindex`. Nothing is written to a damaged catalog.
+pub fn open_catalog(store: &Store) -> Result<Catalog> {
+    let path = store.meta_path(CATALOG_FILE);
+    let checked =
+        Catalog::open(&path, store.fs.supports_wal()).and_then(|c| match c.quick_check()? {
+            None => Ok(c),
+            Some(problem) => Err(anyhow::anyhow!(problem)),
+        });
+    checked.map_err(|e| {
+        fail(
+            Exit::Destination,
+            format!(
+                "The catalog {} is damaged ({e:#}). Nothing was copied. Restore the copy made after \
+                 the last good run ({}) over it, or rebuild it from the store with \
+                 `offload reindex --to {}`.",
+                path.display(),
+                store.meta_path(BACKUP_FILE).display(),
+                store.root().display()
+            ),
+        )
+    })
+}
+
+/// The catalog's copy after each run, in `.offload/`.
+const BACKUP_FILE: &str = "catalog.sqlite.bak";
+
 /// Space kept free beyond the planned bytes: the catalog, folder entries, and a
 /// margin so that the drive is not filled to the last block.
 const SPACE_RESERVE: u64 = 64 << 20;
@@ -146,7 +174,7 @@ pub fn backup(
         Some(Store::open(opts.dest, true).map_err(store_fail)?)
     };
     let mut catalog = match &store {
-        Some(s) => Catalog::open(&s.meta_path(CATALOG_FILE), s.fs.supports_wal())?,
+        Some(s) => open_catalog(s)?,
         None => {
             let path = opts.dest.join(crate::store::META_DIR).join(CATALOG_FILE);
             if path.exists() {
@@ -265,6 +293,12 @@ pub fn backup(
         }
     }
     progress.finish();
+    if let Some(s) = &store {
+        // A copy of the catalog as of this run, for the day the drive damages the catalog.
+        if let Err(e) = catalog.backup_to(&s.meta_path(BACKUP_FILE)) {
+            tracing::warn!("could not copy the catalog to {}: {e:#}", BACKUP_FILE);
+        }
+    }
 
     let report = RunReport {
         destination: opts.dest.display().to_string(),

@@ -2,6 +2,8 @@
 pub mod backup;
 pub mod demo;
 pub mod devices;
+pub mod reindex;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
+pub mod verify;

@@ -241,6 +241,29 @@ impl Store {
     }
 }
 
+/// Every regular file in the store outside `.offload/`, as store-relative paths,
+/// sorted. Symbolic links are not followed.
+pub fn list_files(root: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != META_DIR);
+    for e in walk {
+        let e = e.map_err(io::Error::other)?;
+        if e.file_type().is_file() {
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(out)
+}
+
 /// `IMG_0001.JPG` + `1a2b3c4d` → `IMG_0001~1a2b3c4d.JPG`, in the last component.
 fn with_suffix(rel: &str, suffix: &str) -> String {
     let (dir, name) = match rel.rfind('/') {

@@ -1,0 +1,193 @@
+//! `offload verify`: re-read stored files from the disk and compare them with the
+//! catalog's hashes; report missing, corrupt and unknown files.
+
+use std::fs::File;
+use std::io::Read;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::VerifyArgs;
+use crate::config;
+use crate::error::{fail, Exit};
+use crate::report::Progress;
+use crate::store::names::clash_key;
+use crate::store::{list_files, Store, StoreError};
+
+#[derive(Debug, Serialize)]
+struct Problem {
+    path: String,
+    problem: String,
+}
+
+#[derive(Debug, Serialize)]
+struct VerifyReport {
+    destination: String,
+    checked: u64,
+    bytes_checked: u64,
+    intact: u64,
+    missing: Vec<Problem>,
+    corrupt: Vec<Problem>,
+    /// Files in the store the catalog does not know (not checked: nothing to compare).
+    unknown: Vec<String>,
+    sampled_percent: Option<f64>,
+}
+
+/// Exit 0 only when every checked file is intact and nothing is unknown; 1 otherwise.
+pub fn run(args: &VerifyArgs) -> Result<u8> {
+    let cfg = config::load()?;
+    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    if let Some(p) = args.sample {
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(fail(
+                Exit::Usage,
+                "--sample takes a percentage above 0 and at most 100",
+            ));
+        }
+    }
+    // Hold the store's lock: a backup committing meanwhile would look like unknown files.
+    let store = Store::open(&dest, false).map_err(|e| match e {
+        StoreError::Missing(_) => fail(
+            Exit::Destination,
+            format!(
+                "There is no offload backup at {}. Check the drive is plugged in, or pass --to DEST.",
+                dest.display()
+            ),
+        ),
+        other => fail(Exit::Destination, other.to_string()),
+    })?;
+    let catalog = crate::commands::backup::open_catalog(&store)?;
+    let mut files = catalog.stored_files(args.device.as_deref())?;
+    if let Some(p) = args.sample {
+        // A fresh random share each run, so that repeated quick checks cover the store.
+        let seed = blake3::hash(jiff::Timestamp::now().to_string().as_bytes());
+        files.retain(|(path, _, _)| {
+            let h = blake3::keyed_hash(seed.as_bytes(), path.as_bytes());
+            let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+            (x as f64 / u64::MAX as f64) * 100.0 < p
+        });
+    }
+
+    let mut report = VerifyReport {
+        destination: store.root().display().to_string(),
+        checked: 0,
+        bytes_checked: 0,
+        intact: 0,
+        missing: Vec::new(),
+        corrupt: Vec::new(),
+        unknown: Vec::new(),
+        sampled_percent: args.sample,
+    };
+    let total_bytes: u64 = files.iter().map(|f| f.1).sum();
+    let mut progress = Progress::new(args.json);
+    progress.start("verify", files.len(), total_bytes);
+    let mut buf = vec![0u8; 1 << 20];
+    let n = files.len();
+    for (i, (path, size, hash)) in files.iter().enumerate() {
+        progress.current(path);
+        report.checked += 1;
+        match hash_from_disk(&store.root().join(path), &mut buf, &mut |b| {
+            progress.advance(b)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push(Problem {
+                path: path.clone(),
+                problem: "missing from the store".into(),
+            }),
+            Err(e) => report.corrupt.push(Problem {
+                path: path.clone(),
+                problem: format!("cannot be read: {e}"),
+            }),
+            Ok((got_size, got)) => {
+                report.bytes_checked += got_size;
+                if got_size != *size {
+                    report.corrupt.push(Problem {
+                        path: path.clone(),
+                        problem: format!("size is {got_size} bytes, {size} were stored"),
+                    });
+                } else if got.to_hex().as_str() != hash {
+                    report.corrupt.push(Problem {
+                        path: path.clone(),
+                        problem: "content differs from what was stored (hash mismatch)".into(),
+                    });
+                } else {
+                    report.intact += 1;
+                }
+            }
+        }
+        progress.file_done(i + 1, n, path);
+    }
+    progress.finish();
+    if args.device.is_none() && args.sample.is_none() {
+        let known = catalog.stored_keys()?;
+        report.unknown = list_files(store.root())?
+            .into_iter()
+            .filter(|p| !known.contains(&clash_key(p)))
+            .collect();
+    }
+
+    let ok = report.missing.is_empty() && report.corrupt.is_empty() && report.unknown.is_empty();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "Verified {} files ({} bytes) in {}: {} intact, {} missing, {} corrupt, {} unknown",
+            report.checked,
+            report.bytes_checked,
+            report.destination,
+            report.intact,
+            report.missing.len(),
+            report.corrupt.len(),
+            report.unknown.len()
+        );
+        for p in report.missing.iter().chain(&report.corrupt) {
+            println!("  {}: {}", p.path, p.problem);
+        }
+        for u in &report.unknown {
+            println!("  {u}: not in the catalog (`offload reindex` adds it)");
+        }
+        if !ok {
+            println!(
+                "Damaged or missing files cannot be repaired from this drive: back them up again \
+                 from the phone (`offload backup` copies what the store lacks) or from another copy."
+            );
+        }
+    }
+    Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
+}
+
+/// Hashes a file as it is on the disk, not as the page cache remembers it: clean cached
+/// pages are dropped before reading, so a bit flipped on the medium is seen.
+fn hash_from_disk(
+    path: &std::path::Path,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<(u64, blake3::Hash)> {
+    let mut f = File::open(path)?;
+    drop_cached_pages(&f);
+    let mut h = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        size += n as u64;
+        progress(n as u64);
+    }
+    // Leave the cache as we found it: a verify of a whole drive should not evict
+    // everything else.
+    drop_cached_pages(&f);
+    Ok((size, h.finalize()))
+}
+
+#[cfg(target_os = "linux")]
+fn drop_cached_pages(f: &File) {
+    use rustix::fs::{fadvise, Advice};
+    let _ = fadvise(f, 0, None, Advice::DontNeed);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached_pages(_f: &File) {}
