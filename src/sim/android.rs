@@ -164,6 +164,8 @@ pub struct Counters {
 struct HookState {
     counters: Counters,
     unplugged: bool,
+    /// The plug was pulled in the middle of a window: the rest of it never arrives.
+    cut: bool,
 }
 
 /// The fault-injecting, counting layer between the Android source and mtp-rs, for one
@@ -242,11 +244,25 @@ impl PhoneHooks {
         let before = state.counters.bytes;
         if let Some(limit) = self.faults.unplug_after_bytes {
             if before + data.len() as u64 >= limit {
-                data.truncate(limit.saturating_sub(before) as usize);
+                let keep = limit.saturating_sub(before) as usize;
+                state.cut |= keep < data.len();
+                data.truncate(keep);
                 state.unplugged = true;
             }
         }
         state.counters.bytes += data.len() as u64;
+    }
+
+    /// Before asking for the next window of a download, even one mtp-rs thinks is
+    /// complete. mtp-rs counted a cut window whole, so without this a download cut in its
+    /// last window would end as if the file were whole (a short file) instead of failing
+    /// the way a real unplugged phone does. A window that ended exactly at the budget
+    /// was delivered whole: the download ends normally if it was the last one.
+    pub fn before_window(&self) -> HookResult {
+        if self.state().cut {
+            return Err(mtp_rs::Error::Disconnected);
+        }
+        Ok(())
     }
 
     /// This phone's counters so far.
@@ -556,10 +572,15 @@ mod tests {
         hooks.after_read(&mut first);
         assert_eq!(first.len(), 6);
         assert!(hooks.on_call().is_ok());
+        assert!(hooks.before_window().is_ok());
         let mut second = vec![0u8; 6];
         hooks.after_read(&mut second);
         assert_eq!(second.len(), 4);
         assert!(matches!(hooks.on_call(), Err(mtp_rs::Error::Disconnected)));
+        assert!(matches!(
+            hooks.before_window(),
+            Err(mtp_rs::Error::Disconnected)
+        ));
         assert!(matches!(hooks.on_connect(), Err(mtp_rs::Error::NoDevice)));
         assert_eq!(hooks.counters().bytes, 10);
     }

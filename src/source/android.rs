@@ -481,10 +481,15 @@ impl Link {
     /// The next window of a download, or `None` at the end of the file.
     async fn window(&self, download: &mut WindowedDownload) -> Result<Option<Vec<u8>>, Failure> {
         let call = async {
-            // At the end of the file mtp-rs sends nothing: that is not a read.
             #[cfg(feature = "sim")]
-            if let (Some(hooks), true) = (&self.hooks, download.offset() < download.size()) {
-                hooks.before_read().await?;
+            if let Some(hooks) = &self.hooks {
+                // A phone unplugged in the middle of the last window fails the download
+                // rather than letting it end short.
+                hooks.before_window()?;
+                // At the end of the file mtp-rs sends nothing: that is not a read.
+                if download.offset() < download.size() {
+                    hooks.before_read().await?;
+                }
             }
             download.next_window().await.transpose()
         };

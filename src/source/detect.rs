@@ -74,7 +74,9 @@ pub fn detect(opts: &DetectOptions) -> Found {
     for b in a.blocked {
         let state = match &b.error {
             SourceError::Gone(_) => "gone",
-            _ if b.error.to_string().starts_with(android::UNLOCK_MESSAGE) => "locked",
+            // The message names the phone first ("Pixel 8 shows no storage. Unlock..."),
+            // so look for the fix anywhere in it.
+            _ if b.error.to_string().contains(android::UNLOCK_MESSAGE) => "locked",
             _ => "blocked",
         };
         found.blocked.push(Blocked {
