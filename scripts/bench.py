@@ -53,7 +53,7 @@ def tools(offload, src, dst):
 
 def table(title, rows, base, note):
     lines = [f"### {title}", "", note, "",
-             "| tool | median s | min s | max s | runs | ratio to offload | peak RSS MiB |",
+             "| tool | median s | min s | max s | runs | offload time / tool time | peak RSS MiB |",
              "|---|---|---|---|---|---|---|"]
     b = statistics.median(rows[base][0])
     for name, (secs, rss) in rows.items():
@@ -91,7 +91,7 @@ def first_run(args, work, offload):
         rows, "offload backup",
         f"{args.photos} photos of {args.photo_size / 1e6:g} MB and {args.videos} videos of "
         f"{args.video_size / 1e6:g} MB ({total / 1e9:.2f} GB), same disk, page cache dropped "
-        f"before each run; medians of {args.rounds} rounds. Ratio > 1 means offload is faster. "
+        f"before each run; medians of {args.rounds} rounds. The ratio is offload's time divided by the tool's: below 1 means offload is faster. "
         "offload and `rsync --fsync` leave the data durable; plain rsync and rclone leave it "
         "in the page cache.")
 
@@ -127,7 +127,7 @@ def noop_rerun(args, work, offload):
         "No-op rerun: nothing is new",
         rows, "offload backup",
         f"{args.noop_files} files already backed up; page cache dropped before each run; "
-        f"medians of {args.rounds} rounds. Ratio > 1 means offload is faster.")
+        f"medians of {args.rounds} rounds. The ratio is offload's time divided by the tool's: below 1 means offload is faster.")
 
 
 def main():
