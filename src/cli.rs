@@ -42,6 +42,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rebuild a lost or damaged catalog from the files in the store.
     Reindex(ReindexArgs),
+    /// Where the config file is, and the values in effect.
+    Config(ConfigArgs),
     /// Make a sample camera roll and back it up end to end, twice.
     Demo(DemoArgs),
     /// Virtual devices and sample data, for tests and demos.
@@ -51,10 +53,15 @@ pub enum Command {
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct DestArgs {
-    /// The backup store (a folder on the backup drive). Default: the config file's
-    /// `destination`, else ~/Pictures/offload.
+    /// The backup store (a folder on the backup drive); repeat for several. Default:
+    /// the config file's destination(s) or drive(s), else ~/Pictures/offload.
     #[arg(long, value_name = "DEST")]
-    pub to: Option<PathBuf>,
+    pub to: Vec<PathBuf>,
+
+    /// A backup drive by filesystem label or UUID (its store is the `offload` folder
+    /// at its root); repeat for several.
+    #[arg(long, value_name = "LABEL|UUID")]
+    pub to_drive: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -75,6 +82,11 @@ pub struct BackupArgs {
     /// Android: also back up WhatsApp, Telegram and Signal media.
     #[arg(long)]
     pub include_app_media: bool,
+
+    /// Never create a store: a destination without one is reported as not mounted.
+    /// Scheduled and plug-in runs use this.
+    #[arg(long)]
+    pub require_store: bool,
 
     #[command(flatten)]
     pub dest: DestArgs,
@@ -122,6 +134,13 @@ pub struct VerifyArgs {
 pub struct ReindexArgs {
     #[command(flatten)]
     pub dest: DestArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

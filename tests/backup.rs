@@ -661,6 +661,42 @@ fn usage_errors_and_missing_sources() {
     )
     .unwrap();
     write(&s.path("SD/x.jpg"), b"x", MAY_2024);
+    // A destination from the config is never created: an empty folder there is most
+    // likely the mount point of a drive that is not plugged in.
+    fs::create_dir_all(&dest).unwrap();
+    let r = s.run(&["backup", "--from", s.path("SD").to_str().unwrap()]);
+    r.code(4);
+    assert!(
+        r.stderr.contains("is not an offload backup"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read_dir(&dest).unwrap().count(),
+        0,
+        "nothing written into it"
+    );
+    fs::remove_dir(&dest).unwrap();
+    s.run(&[
+        "backup",
+        "--from",
+        s.path("SD").to_str().unwrap(),
+        "--to",
+        dest.to_str().unwrap(),
+        "--dry-run",
+    ])
+    .ok();
+    assert!(!dest.exists(), "a dry run creates nothing");
+    // Named on the command line once, the store is created; the config then finds it.
+    write(&s.path("SD0/first.jpg"), b"first", MAY_2024);
+    s.run(&[
+        "backup",
+        "--from",
+        s.path("SD0").to_str().unwrap(),
+        "--to",
+        dest.to_str().unwrap(),
+    ])
+    .ok();
     let r = s.run(&["backup", "--from", s.path("SD").to_str().unwrap()]);
     r.ok();
     assert!(
@@ -669,7 +705,7 @@ fn usage_errors_and_missing_sources() {
         "{}",
         r.stdout
     );
-    assert_eq!(store_files(&dest).len(), 1);
+    assert_eq!(store_files(&dest).len(), 2);
     // A dry run writes nothing.
     write(&s.path("SD/y.jpg"), b"y", MAY_2024);
     let r = s.run(&[
@@ -681,7 +717,7 @@ fn usage_errors_and_missing_sources() {
     ]);
     r.ok();
     assert_eq!(r.json()["devices"][0]["copied"], 1);
-    assert_eq!(store_files(&dest).len(), 1);
+    assert_eq!(store_files(&dest).len(), 2);
 }
 
 #[test]

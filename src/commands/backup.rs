@@ -1,6 +1,7 @@
 //! `offload backup`: list each source, plan against the catalog, copy what is new in
 //! one pass, commit in durable batches, report.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -10,7 +11,7 @@ use anyhow::Result;
 use crate::catalog::{Catalog, RunCounts, CATALOG_FILE};
 use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
-use crate::config;
+use crate::config::{self, Dest};
 use crate::error::{fail, Exit};
 use crate::plan::{self, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
@@ -52,21 +53,24 @@ pub fn open_catalog(store: &Store) -> Result<Catalog> {
 /// The catalog's copy after each run, in `.offload/`.
 const BACKUP_FILE: &str = "catalog.sqlite.bak";
 
-/// Space kept free beyond the planned bytes: the catalog, folder entries, and a
-/// margin so that the drive is not filled to the last block.
-const SPACE_RESERVE: u64 = 64 << 20;
+/// Space kept free beyond the planned bytes, for the catalog and folder entries: 1% of
+/// the drive, between 1 MiB and 64 MiB.
+fn space_reserve(total: u64) -> u64 {
+    (total / 100).clamp(1 << 20, 64 << 20)
+}
 
-/// Everything a backup run needs besides its sources.
-pub struct Options<'a> {
-    pub dest: &'a Path,
+/// Everything a backup run needs besides its sources and destination.
+pub struct Options {
     pub template: Template,
     pub dry_run: bool,
     pub json: bool,
+    /// `{device}` names for phones seen for the first time, by serial or UDID.
+    pub names: BTreeMap<String, String>,
 }
 
 pub fn run(args: &BackupArgs) -> Result<u8> {
     let cfg = config::load()?;
-    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    let dests = config::destinations(&args.dest, &cfg, args.require_store)?;
     let template_text = args
         .template
         .clone()
@@ -82,7 +86,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
     let mut blocked = Vec::new();
     if args.from.is_empty() || args.phones || args.device.is_some() {
         let found = detect(&DetectOptions {
-            include_app_media: args.include_app_media,
+            include_app_media: args.include_app_media || cfg.include_app_media,
             device: args.device.clone(),
             ..DetectOptions::default()
         });
@@ -105,16 +109,56 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
             eprintln!("note: iPhones cannot be seen: {m}");
         }
     }
-    backup(
-        sources,
-        blocked,
-        &Options {
-            dest: &dest,
-            template,
-            dry_run: args.dry_run,
-            json: args.json,
-        },
-    )
+    let opts = Options {
+        template,
+        dry_run: args.dry_run,
+        json: args.json,
+        names: cfg.names.clone(),
+    };
+    backup_to_all(&mut sources, &blocked, &dests, &opts)
+}
+
+/// Backs up every source to each destination in turn, each with its own catalog. A
+/// destination that cannot be used (a drive not plugged in) is reported and left for a
+/// later run, where its own catalog shows what it lacks; the run fails (exit 4) only
+/// when no destination could be used.
+pub fn backup_to_all(
+    sources: &mut [Box<dyn Source>],
+    blocked: &[Blocked],
+    dests: &[Dest],
+    opts: &Options,
+) -> Result<u8> {
+    let mut code = 0u8;
+    let mut first_error = None;
+    let mut used = 0;
+    for d in dests {
+        let result = d
+            .locate()
+            .and_then(|path| backup(sources, blocked, &path, d.create, opts));
+        match result {
+            Ok(c) => {
+                used += 1;
+                code = code.max(c);
+            }
+            Err(e) if dests.len() > 1 && is_destination_error(&e) => {
+                eprintln!(
+                    "offload: skipped {}: {e}. It is caught up on the next run where it is present.",
+                    d.describe()
+                );
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match (used, first_error) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(code),
+    }
+}
+
+fn is_destination_error(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::error::Fail>()
+        .is_some_and(|f| f.code == Exit::Destination)
 }
 
 /// The error for a run that found nothing it could read: each blocked phone's fix, or
@@ -152,15 +196,17 @@ fn store_fail(e: StoreError) -> anyhow::Error {
     fail(Exit::Destination, e.to_string())
 }
 
-/// Backs up every source into the store at `opts.dest`; `blocked` phones (found but
-/// unreadable) are reported. Returns the exit code.
+/// Backs up every source into the store at `dest` (creating it only when `create`);
+/// `blocked` phones (found but unreadable) are reported. Returns the exit code.
 pub fn backup(
-    mut sources: Vec<Box<dyn Source>>,
-    blocked: Vec<Blocked>,
+    sources: &mut [Box<dyn Source>],
+    blocked: &[Blocked],
+    dest: &Path,
+    create: bool,
     opts: &Options,
 ) -> Result<u8> {
     let started = Instant::now();
-    let announce = format!("Backing up to {}", opts.dest.display());
+    let announce = format!("Backing up to {}", dest.display());
     if opts.json {
         eprintln!("{announce}");
     } else {
@@ -171,12 +217,12 @@ pub fn backup(
     let store = if opts.dry_run {
         None
     } else {
-        Some(Store::open(opts.dest, true).map_err(store_fail)?)
+        Some(Store::open(dest, create).map_err(store_fail)?)
     };
     let mut catalog = match &store {
         Some(s) => open_catalog(s)?,
         None => {
-            let path = opts.dest.join(crate::store::META_DIR).join(CATALOG_FILE);
+            let path = dest.join(crate::store::META_DIR).join(CATALOG_FILE);
             if path.exists() {
                 Catalog::open_read_only(&path)?
             } else {
@@ -189,7 +235,20 @@ pub fn backup(
     // covers the whole run.
     let mut plans: Vec<(i64, String, Plan, DeviceReport)> = Vec::new();
     for source in sources.iter_mut() {
-        let info = source.info().clone();
+        let mut info = source.info().clone();
+        // A name from the config, for a phone this store has not seen yet.
+        let tail = info
+            .id
+            .split_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        if let Some(n) = [Some(&tail), info.serial.as_ref(), Some(&info.id)]
+            .into_iter()
+            .flatten()
+            .find_map(|k| opts.names.get(k))
+        {
+            info.name = n.clone();
+        }
         let (source_id, folder) = if opts.dry_run {
             (
                 catalog.source_id(&info.id)?.unwrap_or(-1),
@@ -236,7 +295,8 @@ pub fn backup(
         // A filesystem that reports no size at all (some FUSE drivers) cannot be
         // checked ahead; a full disk is then caught, cleanly, by the first failed write.
         let known = store.fs.total_bytes > 0;
-        if known && needed > 0 && needed + SPACE_RESERVE > store.fs.free_bytes {
+        if known && needed > 0 && needed + space_reserve(store.fs.total_bytes) > store.fs.free_bytes
+        {
             return Err(fail(
                 Exit::Destination,
                 format!(
@@ -245,7 +305,7 @@ pub fn backup(
                     store.root().display(),
                     store.fs.mount_source,
                     store.fs.mount_point.display(),
-                    human_bytes(needed + SPACE_RESERVE),
+                    human_bytes(needed + space_reserve(store.fs.total_bytes)),
                     human_bytes(store.fs.free_bytes)
                 ),
             ));
@@ -258,6 +318,7 @@ pub fn backup(
     if !blocked.is_empty() {
         code = Exit::NoSource as u8;
     }
+    let blocked = blocked.to_vec();
     let mut dest_error = None;
     for (source, (source_id, folder, plan, mut report)) in sources.iter_mut().zip(plans) {
         match &store {
@@ -301,7 +362,7 @@ pub fn backup(
     }
 
     let report = RunReport {
-        destination: opts.dest.display().to_string(),
+        destination: dest.display().to_string(),
         elapsed_s: started.elapsed().as_secs_f64(),
         dry_run: opts.dry_run,
         devices,
@@ -319,7 +380,7 @@ pub fn backup(
             format!(
                 "Writing to {} failed: {e:#}. {saved} files were saved; nothing partial was kept. \
                  Fix the drive and run offload again to copy the rest.",
-                opts.dest.display()
+                dest.display()
             ),
         ));
     }

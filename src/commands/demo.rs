@@ -84,10 +84,10 @@ fn demo(args: &DemoArgs) -> Result<u8> {
     let virtual_ids = [format!("android:{serial}"), format!("iphone:{}", sim.udid)];
 
     let opts = Options {
-        dest: &dest,
         template: Template::parse(DEFAULT_TEMPLATE).expect("default template parses"),
         dry_run: false,
         json: false,
+        names: Default::default(),
     };
     let sources = || -> Result<Vec<Box<dyn Source>>> {
         let found = detect(&DetectOptions {
@@ -108,14 +108,15 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         Ok(sources)
     };
     println!("== First backup: an Android phone, an iPhone and an SD card into one store");
-    let first = backup(sources()?, Vec::new(), &opts)?;
+    let first = backup(&mut sources()?, &[], &dest, true, &opts)?;
     println!("\n== Second backup: nothing is new, so nothing is read or copied");
-    let second = backup(sources()?, Vec::new(), &opts)?;
+    let second = backup(&mut sources()?, &[], &dest, true, &opts)?;
     drop(sim);
     println!("\n== offload status");
     crate::commands::status::run(&StatusArgs {
         dest: DestArgs {
-            to: Some(dest.clone()),
+            to: vec![dest.clone()],
+            to_drive: Vec::new(),
         },
         json: false,
     })?;

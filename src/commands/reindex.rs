@@ -36,8 +36,10 @@ struct ReindexReport {
 
 pub fn run(args: &ReindexArgs) -> Result<u8> {
     let cfg = config::load()?;
-    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
-    let store = Store::open(&dest, false).map_err(|e| match e {
+    let dest = config::destination(&args.dest, &cfg)?;
+    // Explicitly asked for: a folder of photos whose `.offload/` was lost entirely
+    // becomes a store again.
+    let store = Store::open(&dest, true).map_err(|e| match e {
         StoreError::Missing(_) => fail(
             Exit::Destination,
             format!(

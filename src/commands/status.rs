@@ -20,7 +20,7 @@ struct StatusReport {
 
 pub fn run(args: &StatusArgs) -> Result<u8> {
     let cfg = config::load()?;
-    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    let dest = config::destination(&args.dest, &cfg)?;
     let path = dest.join(META_DIR).join(CATALOG_FILE);
     if !path.exists() {
         return Err(fail(

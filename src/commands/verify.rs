@@ -36,7 +36,7 @@ struct VerifyReport {
 /// Exit 0 only when every checked file is intact and nothing is unknown; 1 otherwise.
 pub fn run(args: &VerifyArgs) -> Result<u8> {
     let cfg = config::load()?;
-    let dest = config::destination(args.dest.to.as_deref(), &cfg)?;
+    let dest = config::destination(&args.dest, &cfg)?;
     if let Some(p) = args.sample {
         if !(p > 0.0 && p <= 100.0) {
             return Err(fail(

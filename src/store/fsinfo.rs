@@ -114,7 +114,7 @@ fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

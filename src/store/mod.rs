@@ -5,6 +5,7 @@
 //! Its promise: a file appears under its final name only complete and durable, and
 //! no existing file is ever replaced.
 
+pub mod drive;
 pub mod fsinfo;
 pub mod names;
 pub mod template;
@@ -32,6 +33,10 @@ pub enum StoreError {
         "Another offload run is using {0}. Wait for it to finish (or stop it), then run again."
     )]
     Locked(PathBuf),
+    /// The folder exists but holds no store: most often the empty mount point of a
+    /// drive that is not plugged in.
+    #[error("{0} is not an offload backup (no .offload/store.json): is the drive plugged in and mounted? To start a new backup there, run `offload backup --to {0}` once.")]
+    NotAStore(PathBuf),
     #[error("The destination {path} cannot be used: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -88,6 +93,9 @@ impl Store {
         }
         let root = root.canonicalize().map_err(io_err(root))?;
         let meta = root.join(META_DIR);
+        if !create && !meta.join(IDENTITY_FILE).exists() {
+            return Err(StoreError::NotAStore(root));
+        }
         let tmp = meta.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let lock_path = meta.join("lock");
@@ -344,6 +352,16 @@ mod tests {
             Store::open(d.path(), false),
             Err(StoreError::Locked(_))
         ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Store::open(empty.path(), false),
+            Err(StoreError::NotAStore(_))
+        ));
+        assert_eq!(
+            fs::read_dir(empty.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
         let id = fs::read(d.path().join(".offload/store.json")).unwrap();
         drop(s);
         assert!(p.exists());

@@ -1,0 +1,67 @@
+//! `offload config`: where the config file is and the values in effect.
+
+use anyhow::Result;
+
+use crate::cli::ConfigArgs;
+use crate::config::{self, Where};
+use crate::store::drive;
+
+pub fn run(args: &ConfigArgs) -> Result<u8> {
+    let path = config::path();
+    let cfg = config::load()?;
+    let dests = config::destinations(&Default::default(), &cfg, false)?;
+    if args.json {
+        let destinations: Vec<serde_json::Value> = dests
+            .iter()
+            .map(|d| match &d.place {
+                Where::Path(p) => serde_json::json!({"path": p}),
+                Where::Drive(name) => {
+                    let m = drive::find(name);
+                    serde_json::json!({
+                        "drive": name,
+                        "mounted_at": m.as_ref().map(|m| &m.mount_point),
+                        "device": m.as_ref().map(|m| &m.device),
+                        "fstype": m.as_ref().map(|m| &m.fstype),
+                    })
+                }
+            })
+            .collect();
+        let out = serde_json::json!({
+            "path": path,
+            "exists": path.as_ref().is_some_and(|p| p.exists()),
+            "values": cfg,
+            "destinations_in_effect": destinations,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    match &path {
+        Some(p) if p.exists() => println!("Config file: {}", p.display()),
+        Some(p) => println!(
+            "Config file: {} (not created; defaults in effect)",
+            p.display()
+        ),
+        None => println!("Config file: none (neither XDG_CONFIG_HOME nor HOME is set)"),
+    }
+    println!("\nDestinations in effect:");
+    for d in &dests {
+        match &d.place {
+            Where::Path(p) => println!("  {}", p.display()),
+            Where::Drive(name) => match drive::find(name) {
+                Some(m) => println!(
+                    "  drive {name}: mounted at {} ({}, {})",
+                    m.mount_point.display(),
+                    m.device.display(),
+                    m.fstype
+                ),
+                None => println!("  drive {name}: not mounted now"),
+            },
+        }
+    }
+    println!("\nValues (config.toml):\n{}", toml::to_string_pretty(&cfg)?);
+    println!(
+        "Keys: destination, destinations = [..], drive, drives = [..], template, \
+         include_app_media, [names] SERIAL = \"name\""
+    );
+    Ok(0)
+}
