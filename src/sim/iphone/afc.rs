@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -156,6 +156,30 @@ fn normalize(path: &[u8]) -> Vec<Vec<u8>> {
     parts
 }
 
+/// The directory (`/a/b/`) whose listing shows an overlay entry, and the name it shows
+/// there. Only the deepest real directory among the entry's leading components (never
+/// reached through `.`, `..` or an empty component) lists it, with the rest (slashes and
+/// all) as its name: listing every directory that is a textual prefix would make a
+/// recursive listing meet one entry several times, under several names.
+fn overlay_home<'a>(root: &Path, afc: &'a str) -> (String, &'a str) {
+    let mut dir = String::from("/");
+    let mut real = root.to_path_buf();
+    let mut rest = afc.trim_start_matches('/');
+    while let Some((first, tail)) = rest.split_once('/') {
+        if matches!(first, "" | "." | "..") {
+            break;
+        }
+        real.push(first);
+        if !real.is_dir() {
+            break;
+        }
+        dir.push_str(first);
+        dir.push('/');
+        rest = tail;
+    }
+    (dir, rest)
+}
+
 /// Where an AFC path lives on disk, or why it cannot be reached.
 enum Target {
     /// Under the root; the path itself is not followed if it is a symlink.
@@ -247,8 +271,9 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
                 prefix.push('/');
             }
             for (p, _) in &dev.overlay {
-                if let Some(rest) = p.strip_prefix(&prefix) {
-                    names.push(rest.as_bytes().to_vec());
+                let (home, name) = overlay_home(&dev.root, p);
+                if home == prefix {
+                    names.push(name.as_bytes().to_vec());
                 }
             }
             names.sort();

@@ -319,7 +319,8 @@ fn hostile_names_come_back_raw_and_reads_stay_inside_the_roll() {
     .unwrap();
     let long = format!("{}.JPG", "A".repeat(296));
     let hostile = [
-        "/DCIM/100APPLE/../../../../etc/passwd".to_string(),
+        // (A name that starts with `.` would be skipped as hidden: `x/` keeps it listed.)
+        "/DCIM/100APPLE/x/../../../../etc/passwd".to_string(),
         "/DCIM/100APPLE/IMG\u{1}\n\u{7f}.JPG".to_string(),
         format!("/DCIM/100APPLE/{long}"),
     ];
