@@ -66,6 +66,16 @@ CREATE TABLE IF NOT EXISTS runs (
     skipped           INTEGER NOT NULL DEFAULT 0,
     failed            INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS deletions (
+    id            INTEGER PRIMARY KEY,
+    at            TEXT NOT NULL,
+    source_key    TEXT NOT NULL,        -- the phone it was deleted from
+    remote_path   TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    mtime         INTEGER NOT NULL,
+    hash          TEXT NOT NULL,
+    verified_copy TEXT NOT NULL         -- the stored copy re-read and matched just before
+);
 CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
 CREATE INDEX IF NOT EXISTS runs_source ON runs(source_id, id);
 ";
@@ -484,6 +494,55 @@ impl Catalog {
             ],
         )?;
         Ok(n == 1)
+    }
+
+    /// What this store holds of a phone's file, if that exact file (path, size and
+    /// mtime as backed up) was backed up from that device: (hash, stored path,
+    /// capture date, category).
+    pub fn backed_up(
+        &self,
+        source_key: &str,
+        remote_path: &str,
+        size: u64,
+        mtime: i64,
+    ) -> Result<Option<(String, String, String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT f.hash, f.path, f.captured, f.category FROM sightings s
+                 JOIN sources src ON src.id = s.source_id
+                 JOIN files f ON f.hash = s.hash
+                 WHERE src.key = ?1 AND s.remote_path = ?2 AND s.size = ?3 AND s.mtime = ?4",
+                params![source_key, remote_path, size as i64, mtime],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records a deletion from a phone, with the verified copy that justified it.
+    pub fn record_deletion(
+        &self,
+        source_key: &str,
+        remote_path: &str,
+        size: u64,
+        mtime: i64,
+        hash: &str,
+        verified_copy: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO deletions(at, source_key, remote_path, size, mtime, hash, verified_copy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                now(),
+                source_key,
+                remote_path,
+                size as i64,
+                mtime,
+                hash,
+                verified_copy
+            ],
+        )?;
+        Ok(())
     }
 
     /// Total files and bytes in the store.

@@ -44,6 +44,9 @@ pub enum Command {
     Reindex(ReindexArgs),
     /// Where the config file is, and the values in effect.
     Config(ConfigArgs),
+    /// Delete from the phone what is verified on the backup drive(s). Lists only,
+    /// unless --yes.
+    FreeUp(FreeUpArgs),
     /// Make a sample camera roll and back it up end to end, twice.
     Demo(DemoArgs),
     /// Virtual devices and sample data, for tests and demos.
@@ -134,6 +137,30 @@ pub struct VerifyArgs {
 pub struct ReindexArgs {
     #[command(flatten)]
     pub dest: DestArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FreeUpArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+    /// Only the phone with this serial, UDID or name.
+    #[arg(long, value_name = "SERIAL|NAME")]
+    pub device: Option<String>,
+    /// Only files captured longer ago than this (90d, 12w, 6mo, 1y).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Only these categories (comma list: photo,video,screenshot,raw,other).
+    #[arg(long, value_name = "CATS")]
+    pub only: Option<String>,
+    /// Verified copies required, on that many present destinations.
+    #[arg(long, default_value_t = 1)]
+    pub copies: u32,
+    /// Really delete. Without it, the list is printed and nothing is deleted.
+    #[arg(long)]
+    pub yes: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

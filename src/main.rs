@@ -69,6 +69,7 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Verify(args)) => commands::verify::run(&args),
         Some(Command::Reindex(args)) => commands::reindex::run(&args),
         Some(Command::Config(args)) => commands::config::run(&args),
+        Some(Command::FreeUp(args)) => commands::free_up::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         #[cfg(feature = "sim")]

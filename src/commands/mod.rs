@@ -3,6 +3,7 @@ pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod free_up;
 pub mod reindex;
 #[cfg(feature = "sim")]
 pub mod sim;

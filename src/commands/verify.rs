@@ -1,9 +1,6 @@
 //! `offload verify`: re-read stored files from the disk and compare them with the
 //! catalog's hashes; report missing, corrupt and unknown files.
 
-use std::fs::File;
-use std::io::Read;
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -86,7 +83,7 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
     for (i, (path, size, hash)) in files.iter().enumerate() {
         progress.current(path);
         report.checked += 1;
-        match hash_from_disk(&store.root().join(path), &mut buf, &mut |b| {
+        match crate::store::hash_from_disk(&store.root().join(path), &mut buf, &mut |b| {
             progress.advance(b)
         }) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push(Problem {
@@ -154,40 +151,3 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
     }
     Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
 }
-
-/// Hashes a file as it is on the disk, not as the page cache remembers it: clean cached
-/// pages are dropped before reading, so a bit flipped on the medium is seen.
-fn hash_from_disk(
-    path: &std::path::Path,
-    buf: &mut [u8],
-    progress: &mut dyn FnMut(u64),
-) -> std::io::Result<(u64, blake3::Hash)> {
-    let mut f = File::open(path)?;
-    drop_cached_pages(&f);
-    let mut h = blake3::Hasher::new();
-    let mut size = 0u64;
-    loop {
-        let n = match f.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        size += n as u64;
-        progress(n as u64);
-    }
-    // Leave the cache as we found it: a verify of a whole drive should not evict
-    // everything else.
-    drop_cached_pages(&f);
-    Ok((size, h.finalize()))
-}
-
-#[cfg(target_os = "linux")]
-fn drop_cached_pages(f: &File) {
-    use rustix::fs::{fadvise, Advice};
-    let _ = fadvise(f, 0, None, Advice::DontNeed);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn drop_cached_pages(_f: &File) {}

@@ -447,6 +447,13 @@ impl Link {
         Ok(())
     }
 
+    /// Deletes one object.
+    async fn delete(&self, storage: StorageId, handle: ObjectHandle) -> Result<(), Failure> {
+        self.on_call()?;
+        let storage = self.storage(storage)?;
+        self.bounded(storage.delete(handle)).await
+    }
+
     fn storage(&self, id: StorageId) -> Result<&Storage, Failure> {
         self.storages
             .iter()
@@ -978,6 +985,10 @@ impl Source for AndroidSource {
         })
     }
 
+    fn deleter(&mut self) -> Option<&mut dyn super::Delete> {
+        Some(self)
+    }
+
     /// Streams `entry` from `offset` with mtp-rs's windowed download
     /// ([`AndroidOptions::window`] bytes per request, the session freed between them).
     ///
@@ -1009,6 +1020,35 @@ impl Source for AndroidSource {
             failed: None,
             recoveries: 0,
         }))
+    }
+}
+
+impl super::Delete for AndroidSource {
+    /// Deletes the object over MTP, then looks it up afresh (no cached handle) to
+    /// confirm that the phone no longer has it.
+    fn delete(&mut self, entry: &Entry) -> Result<(), SourceError> {
+        let inner = &mut self.inner;
+        self.runtime.block_on(async {
+            inner.ensure_open().await?;
+            let failed = |f: Failure| {
+                if f.is_gone() {
+                    SourceError::Gone(GONE_MESSAGE.to_string())
+                } else {
+                    SourceError::File(format!("the phone refused to delete it: {f}"))
+                }
+            };
+            let Some((storage, handle)) = inner.resolve(&entry.path).await.map_err(failed)? else {
+                return Err(SourceError::File("it is no longer on the phone".into()));
+            };
+            inner.link.delete(storage, handle).await.map_err(failed)?;
+            inner.handles.remove(&entry.path);
+            match inner.resolve(&entry.path).await.map_err(failed)? {
+                None => Ok(()),
+                Some(_) => Err(SourceError::File(
+                    "the phone said it deleted it, but it is still there".into(),
+                )),
+            }
+        })
     }
 }
 

@@ -159,6 +159,21 @@ pub trait Source: Send {
         entry: &Entry,
         offset: u64,
     ) -> Result<Box<dyn Read + Send + 'a>, SourceError>;
+
+    /// The optional ability to delete files, for `offload free-up`; `None` where
+    /// deleting would do harm (an iPhone: AFC deletes leave its Photos library
+    /// inconsistent) or is not the tool's business (a folder).
+    fn deleter(&mut self) -> Option<&mut dyn Delete> {
+        None
+    }
+}
+
+/// Deleting from a device. Optional: see [`Source::deleter`].
+pub trait Delete {
+    /// Deletes `entry` and confirms that it is gone (a fresh look-up no longer finds
+    /// it). Errors: `File` when the device refuses or the file is still there; `Gone`
+    /// when the device went away. The caller has verified the backup copies first.
+    fn delete(&mut self, entry: &Entry) -> Result<(), SourceError>;
 }
 
 /// Files a camera-roll listing leaves out on purpose, with the reason shown to the user.

@@ -11,7 +11,7 @@ pub mod names;
 pub mod template;
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -271,6 +271,43 @@ pub fn list_files(root: &Path) -> io::Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// Hashes a file as it is on the disk, not as the page cache remembers it: clean cached
+/// pages are dropped before reading, so a bit flipped on the medium is seen.
+pub fn hash_from_disk(
+    path: &std::path::Path,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(u64, blake3::Hash)> {
+    let mut f = File::open(path)?;
+    drop_cached_pages(&f);
+    let mut h = blake3::Hasher::new();
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        size += n as u64;
+        progress(n as u64);
+    }
+    // Leave the cache as we found it: a verify of a whole drive should not evict
+    // everything else.
+    drop_cached_pages(&f);
+    Ok((size, h.finalize()))
+}
+
+#[cfg(target_os = "linux")]
+fn drop_cached_pages(f: &File) {
+    use rustix::fs::{fadvise, Advice};
+    let _ = fadvise(f, 0, None, Advice::DontNeed);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached_pages(_f: &File) {}
 
 /// `IMG_0001.JPG` + `1a2b3c4d` → `IMG_0001~1a2b3c4d.JPG`, in the last component.
 fn with_suffix(rel: &str, suffix: &str) -> String {
