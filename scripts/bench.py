@@ -48,6 +48,9 @@ def tools(offload, src, dst):
         "rsync -a --fsync": (["rsync", "-a", "--fsync", src + "/", dst + "/"], env),
         "rsync -a": (["rsync", "-a", src + "/", dst + "/"], env),
         "rclone copy": (["rclone", "--config", "/dev/null", "copy", src, dst], env),
+        # The floor of any durable copy on this disk: copy, then flush the filesystem.
+        "cp -a + sync -f": (["sh", "-c", 'mkdir -p "$2" && cp -a "$1/." "$2/" && sync -f "$2"',
+                             "sh", src, dst], env),
     }
 
 
@@ -92,8 +95,9 @@ def first_run(args, work, offload):
         f"{args.photos} photos of {args.photo_size / 1e6:g} MB and {args.videos} videos of "
         f"{args.video_size / 1e6:g} MB ({total / 1e9:.2f} GB), same disk, page cache dropped "
         f"before each run; medians of {args.rounds} rounds. The ratio is offload's time divided by the tool's: below 1 means offload is faster. "
-        "offload and `rsync --fsync` leave the data durable; plain rsync and rclone leave it "
-        "in the page cache.")
+        "offload, `rsync --fsync` and `cp -a + sync -f` leave the data durable; plain rsync and "
+        "rclone leave it in the page cache. `cp -a + sync -f` is the floor for any durable copy "
+        "on this disk.")
 
 
 def noop_rerun(args, work, offload):
@@ -106,7 +110,7 @@ def noop_rerun(args, work, offload):
         open(os.path.join(src, ".done"), "w").close()
     rows = {}
     for name, (cmd, env) in tools(offload, src, os.path.join(work, "noop-" + name.split()[0])).items():
-        if name == "rsync -a --fsync":
+        if name in ("rsync -a --fsync", "cp -a + sync -f"):
             continue
         dst = os.path.join(work, "noop-" + name.split()[0])
         shutil.rmtree(dst, ignore_errors=True)
