@@ -2,8 +2,11 @@
 pub mod backup;
 pub mod demo;
 pub mod devices;
+pub mod doctor;
 pub mod reindex;
+pub mod schedule;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
 pub mod verify;
+pub mod watch;

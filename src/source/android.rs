@@ -158,6 +158,35 @@ pub fn discover(opts: &AndroidOptions) -> AndroidDiscovery {
     found
 }
 
+/// The MTP phones on USB now, by the id and name [`discover`] gives them, without
+/// opening any (so that a phone busy with a backup is not disturbed): what
+/// `offload watch` polls. Virtual phones are left out; a machine without a USB bus has
+/// none.
+pub fn usb_phones() -> Vec<DeviceInfo> {
+    #[cfg(feature = "sim")]
+    let virtual_serials = crate::sim::android::registered_serials();
+    #[cfg(not(feature = "sim"))]
+    let virtual_serials: Vec<String> = Vec::new();
+    let Ok(listed) = MtpDevice::list_devices() else {
+        return Vec::new();
+    };
+    listed
+        .into_iter()
+        .filter(|d| {
+            d.serial_number
+                .as_ref()
+                .is_none_or(|s| !virtual_serials.contains(s))
+        })
+        .map(|d| {
+            let target = match &d.serial_number {
+                Some(s) if !s.is_empty() => Target::Serial(s.clone()),
+                _ => Target::Location(d.location_id),
+            };
+            usb_identity(&target, d.manufacturer, d.product)
+        })
+        .collect()
+}
+
 /// The phones to open: those mtp-rs listed, plus the virtual phones this process
 /// registered (`registered`) that the listing lacks.
 ///
