@@ -63,7 +63,11 @@ pub fn backup_options(m: &ArgMatches, skip: &[&str]) -> Vec<OsString> {
                 };
                 for values in occurrences {
                     for v in values {
-                        let v = if is_path { absolute(v) } else { v.to_os_string() };
+                        let v = if is_path {
+                            absolute(v)
+                        } else {
+                            v.to_os_string()
+                        };
                         push_option(&mut out, long, v);
                     }
                 }

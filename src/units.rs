@@ -99,7 +99,9 @@ pub fn parse_every(text: &str) -> Result<u64, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
@@ -219,7 +221,10 @@ pub fn cron_quote(arg: &std::ffi::OsStr) -> Result<String, String> {
     if plain {
         return Ok(s.to_string());
     }
-    Ok(format!("'{}'", s.replace('\'', "'\\''").replace('%', "\\%")))
+    Ok(format!(
+        "'{}'",
+        s.replace('\'', "'\\''").replace('%', "\\%")
+    ))
 }
 
 /// The first line of every unit offload writes; `schedule list` looks for it.
@@ -448,7 +453,9 @@ mod tests {
         assert_eq!(systemd_split(&line), args);
         // A `%` or `$` is never left single, so systemd expands nothing.
         assert!(systemd_quote(OsStr::new("%h")).unwrap().contains("%%h"));
-        assert!(systemd_quote(OsStr::new("$HOME")).unwrap().contains("$$HOME"));
+        assert!(systemd_quote(OsStr::new("$HOME"))
+            .unwrap()
+            .contains("$$HOME"));
         assert!(systemd_quote(OsStr::new("a\0b")).is_err());
         assert_eq!(systemd_quote(OsStr::new("--to")).unwrap(), "--to");
         assert_eq!(systemd_quote_program(OsStr::new("-x")).unwrap(), "\"-x\"");
@@ -456,7 +463,10 @@ mod tests {
 
     #[test]
     fn cron_quoting_escapes_percent_and_quotes() {
-        assert_eq!(cron_quote(OsStr::new("/usr/bin/offload")).unwrap(), "/usr/bin/offload");
+        assert_eq!(
+            cron_quote(OsStr::new("/usr/bin/offload")).unwrap(),
+            "/usr/bin/offload"
+        );
         assert_eq!(
             cron_quote(OsStr::new("it's 100% $HOME")).unwrap(),
             "'it'\\''s 100\\% $HOME'"
@@ -504,8 +514,14 @@ mod tests {
             line(When::Daily { hour: 2, minute: 5 }).0,
             "5 2 * * * /bin/offload backup"
         );
-        assert_eq!(line(When::Every(1800)), ("*/30 * * * * /bin/offload backup".into(), None));
-        assert_eq!(line(When::Every(6 * 3600)).0, "0 */6 * * * /bin/offload backup");
+        assert_eq!(
+            line(When::Every(1800)),
+            ("*/30 * * * * /bin/offload backup".into(), None)
+        );
+        assert_eq!(
+            line(When::Every(6 * 3600)).0,
+            "0 */6 * * * /bin/offload backup"
+        );
         assert!(line(When::Every(7 * 60)).1.is_some());
         assert!(line(When::Every(5 * 3600)).1.is_some());
         assert!(crontab_line(&s(When::OnPlug)).unwrap().is_none());

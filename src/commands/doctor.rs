@@ -174,7 +174,12 @@ fn usb_access(c: &mut Checks) {
         match access {
             Ok(()) => c.ok(
                 "usb",
-                format!("{} ({}): {} can be opened", d.name, d.kind, d.node.display()),
+                format!(
+                    "{} ({}): {} can be opened",
+                    d.name,
+                    d.kind,
+                    d.node.display()
+                ),
             ),
             Err(e) => c.problem(
                 "usb",
@@ -303,7 +308,11 @@ fn phones(c: &mut Checks) {
         let i = s.info();
         c.ok("phone", format!("{} ({}): ready", i.name, i.id));
         for w in &i.warnings {
-            c.warn("phone", format!("{} ({}): {w}", i.name, i.id), "See the warning.");
+            c.warn(
+                "phone",
+                format!("{} ({}): {w}", i.name, i.id),
+                "See the warning.",
+            );
         }
     }
     for b in &found.blocked {
@@ -318,8 +327,8 @@ fn phones(c: &mut Checks) {
 /// What a filesystem allows, in words.
 fn name_rules(fstype: &str) -> &'static str {
     match fstype {
-        "vfat" | "msdos" | "fat" | "fuse.fusefat" | "fusefat" | "exfat" | "fuse.exfat"
-        | "ntfs" | "ntfs3" | "fuseblk" => {
+        "vfat" | "msdos" | "fat" | "fuse.fusefat" | "fusefat" | "exfat" | "fuse.exfat" | "ntfs"
+        | "ntfs3" | "fuseblk" => {
             "names: case-insensitive, no \\ : * ? \" < > | (offload writes names legal there)"
         }
         _ => "names: case-sensitive; offload still writes names legal on FAT, exFAT and NTFS",
@@ -353,7 +362,11 @@ fn destination(c: &mut Checks, dest: &Path) {
         .map(|f| {
             format!(
                 "on {} ({}) mounted at {}",
-                if f.mount_source.is_empty() { "?" } else { &f.mount_source },
+                if f.mount_source.is_empty() {
+                    "?"
+                } else {
+                    &f.mount_source
+                },
                 if f.fstype.is_empty() { "?" } else { &f.fstype },
                 f.mount_point.display()
             )
@@ -362,7 +375,10 @@ fn destination(c: &mut Checks, dest: &Path) {
     match &identity {
         Some(id) => c.ok(
             "destination",
-            format!("{d}: offload store {} (created {}), {mount}", id.store_id, id.created),
+            format!(
+                "{d}: offload store {} (created {}), {mount}",
+                id.store_id, id.created
+            ),
         ),
         None => {
             c.problem(
@@ -404,13 +420,25 @@ fn destination(c: &mut Checks, dest: &Path) {
         if fs.total_bytes == 0 {
             c.ok("destination", "free space: not reported by this filesystem");
         } else if fs.free_bytes < 64 << 20 {
-            c.problem("destination", format!("almost full: {free}"), "Free some space on the drive, or use a bigger one.");
+            c.problem(
+                "destination",
+                format!("almost full: {free}"),
+                "Free some space on the drive, or use a bigger one.",
+            );
         } else if fs.free_bytes < 1 << 30 {
-            c.warn("destination", format!("little space left: {free}"), "Free some space on the drive soon.");
+            c.warn(
+                "destination",
+                format!("little space left: {free}"),
+                "Free some space on the drive soon.",
+            );
         } else {
             c.ok("destination", free);
         }
-        let fstype = if fs.fstype.is_empty() { "unknown" } else { &fs.fstype };
+        let fstype = if fs.fstype.is_empty() {
+            "unknown"
+        } else {
+            &fs.fstype
+        };
         match fs.max_file_size {
             Some(limit) => c.warn(
                 "destination",
@@ -462,15 +490,26 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
     );
     let last = match checked {
         Ok((None, last)) => {
-            c.ok("catalog", format!("{}: intact (quick_check ok)", path.display()));
+            c.ok(
+                "catalog",
+                format!("{}: intact (quick_check ok)", path.display()),
+            );
             last
         }
         Ok((Some(problem), _)) => {
-            c.problem("catalog", format!("{} is damaged: {problem}", path.display()), fix);
+            c.problem(
+                "catalog",
+                format!("{} is damaged: {problem}", path.display()),
+                fix,
+            );
             return;
         }
         Err(e) => {
-            c.problem("catalog", format!("{} is damaged: {e:#}", path.display()), fix);
+            c.problem(
+                "catalog",
+                format!("{} is damaged: {e:#}", path.display()),
+                fix,
+            );
             return;
         }
     };
@@ -513,12 +552,19 @@ fn schedules(c: &mut Checks) {
     let found = match schedule::installed() {
         Ok(f) => f,
         Err(e) => {
-            c.warn("schedule", format!("cannot read the unit folder: {e:#}"), "Check $XDG_CONFIG_HOME/systemd/user.");
+            c.warn(
+                "schedule",
+                format!("cannot read the unit folder: {e:#}"),
+                "Check $XDG_CONFIG_HOME/systemd/user.",
+            );
             return;
         }
     };
     if found.is_empty() {
-        c.ok("schedule", "no schedules (`offload schedule add NAME --daily 02:00` or `--on-plug` adds one)");
+        c.ok(
+            "schedule",
+            "no schedules (`offload schedule add NAME --daily 02:00` or `--on-plug` adds one)",
+        );
         return;
     }
     let systemd = schedule::systemd_user();
@@ -543,7 +589,9 @@ fn schedules(c: &mut Checks) {
             }
         }
         match systemd.clone().and_then(|_| schedule::is_enabled(&s.unit)) {
-            Ok(state) if state == "enabled" => c.ok("schedule", format!("{label}: {} enabled", s.unit)),
+            Ok(state) if state == "enabled" => {
+                c.ok("schedule", format!("{label}: {} enabled", s.unit))
+            }
             Ok(state) => c.problem(
                 "schedule",
                 format!("{label}: {} is {state}", s.unit),
@@ -553,7 +601,9 @@ fn schedules(c: &mut Checks) {
                 "schedule",
                 format!("{label}: systemd cannot be asked ({why})"),
                 match crate::units::crontab_line(&s.schedule).ok().flatten() {
-                    Some((line, _)) => format!("Without systemd, make sure your crontab (`crontab -l`) has: {line}"),
+                    Some((line, _)) => format!(
+                        "Without systemd, make sure your crontab (`crontab -l`) has: {line}"
+                    ),
                     None => "Without systemd, start `offload watch` when you log in.".to_string(),
                 },
             ),

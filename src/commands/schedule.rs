@@ -85,7 +85,9 @@ pub fn is_enabled(unit: &str) -> Result<String, String> {
         Ok(state) => Ok(state),
         // `is-enabled` exits 1 for a disabled unit, with the state on stdout.
         Err(e) => {
-            let Some(bin) = systemctl() else { return Err(e) };
+            let Some(bin) = systemctl() else {
+                return Err(e);
+            };
             let out = Command::new(bin)
                 .args(["--user", "is-enabled", unit])
                 .stdin(std::process::Stdio::null())
@@ -201,11 +203,7 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
     match when {
         // watch passes --require-store to every backup it starts.
         When::OnPlug => command.extend(["watch".into(), "--notify".into()]),
-        _ => command.extend([
-            "backup".into(),
-            "--require-store".into(),
-            "--notify".into(),
-        ]),
+        _ => command.extend(["backup".into(), "--require-store".into(), "--notify".into()]),
     }
     command.extend(options);
     let schedule = Schedule {

@@ -57,7 +57,10 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         if v.is_finite() && v > 0.0 && v < 1e6 {
             Ok(Duration::from_secs_f64(v))
         } else {
-            Err(fail(Exit::Usage, format!("{what} must be a positive number of seconds")))
+            Err(fail(
+                Exit::Usage,
+                format!("{what} must be a positive number of seconds"),
+            ))
         }
     };
     let cfg = config::load()?;
@@ -73,7 +76,14 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         .map(|m| {
             argv::backup_options(
                 m,
-                &["device", "json", "require_store", "notify", "from", "phones"],
+                &[
+                    "device",
+                    "json",
+                    "require_store",
+                    "notify",
+                    "from",
+                    "phones",
+                ],
             )
         })
         .unwrap_or_default();
@@ -131,8 +141,14 @@ enum State {
 
 /// What a look at the phone found.
 enum Probe {
-    Ready { name: String },
-    Blocked { name: String, state: String, message: String },
+    Ready {
+        name: String,
+    },
+    Blocked {
+        name: String,
+        state: String,
+        message: String,
+    },
     Missing(String),
 }
 
@@ -272,7 +288,12 @@ impl Watcher {
         udids.sort();
         udids.dedup();
         for udid in udids {
-            out.push((format!("iphone:{udid}"), "iphone", "iPhone".to_string(), None));
+            out.push((
+                format!("iphone:{udid}"),
+                "iphone",
+                "iPhone".to_string(),
+                None,
+            ));
         }
         if let Some(want) = &self.only {
             out.retain(|(id, _, name, _)| matches_device(id, name, want));
@@ -531,7 +552,11 @@ impl Watcher {
         #[cfg(feature = "sim")]
         {
             use crate::sim::android::{faults_for, ANDROID_ENV, FAULT_ENV};
-            match (&p.dir, self.registered.get(p.dir.as_ref().unwrap_or(&PathBuf::new()))) {
+            match (
+                &p.dir,
+                self.registered
+                    .get(p.dir.as_ref().unwrap_or(&PathBuf::new())),
+            ) {
                 (Some(dir), Some(serial)) => {
                     cmd.env(ANDROID_ENV, dir);
                     let faults = std::env::var(FAULT_ENV).unwrap_or_default();
@@ -573,7 +598,11 @@ impl Watcher {
                 for line in BufReader::new(err).lines() {
                     let Ok(line) = line else { break };
                     let line = line.trim_end();
-                    if line.is_empty() {
+                    // Said already by the watcher itself.
+                    if line.is_empty()
+                        || line.starts_with("Backing up to ")
+                        || line.starts_with("note: iPhones cannot be seen")
+                    {
                         continue;
                     }
                     eprintln!("watch: {prefix}{line}");
@@ -605,7 +634,8 @@ impl Watcher {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(e) => {
-                self.out.line(&format!("waiting for the backup failed: {e}"));
+                self.out
+                    .line(&format!("waiting for the backup failed: {e}"));
                 return;
             }
         };
@@ -641,7 +671,8 @@ impl Watcher {
         let failed = counts.get("failed").and_then(Value::as_u64).unwrap_or(0);
         let line = match outcome {
             "stopped" => format!(
-                "{} ({}): backup stopped; {copied} files were saved, nothing partial was kept",
+                "{} ({}): backup stopped: the files it had stored are kept, nothing partial \
+                 is (the next backup copies the rest)",
                 r.name, r.id
             ),
             _ => format!(
@@ -739,6 +770,15 @@ impl Watcher {
             if let Some(status) = status {
                 self.finished(r, status, true);
             }
+            // The backup died where it stood: its temp files (complete copies waiting
+            // for their batch, and the one being written) are swept now, under the
+            // store's lock, rather than by the next run.
+            if self.destination_ready().is_ok() {
+                match crate::store::Store::open(&self.dest, false) {
+                    Ok(store) => drop(store),
+                    Err(e) => tracing::info!("could not sweep temp files: {e}"),
+                }
+            }
         }
         self.out.event(
             "stopped",
@@ -758,7 +798,10 @@ fn counts(stdout: &str) -> Map<String, Value> {
     };
     let devices = v["devices"].as_array().cloned().unwrap_or_default();
     let sum = |f: &dyn Fn(&Value) -> u64| devices.iter().map(f).sum::<u64>();
-    m.insert("copied".into(), sum(&|d| d["copied"].as_u64().unwrap_or(0)).into());
+    m.insert(
+        "copied".into(),
+        sum(&|d| d["copied"].as_u64().unwrap_or(0)).into(),
+    );
     m.insert(
         "bytes_copied".into(),
         sum(&|d| d["bytes_copied"].as_u64().unwrap_or(0)).into(),
@@ -788,7 +831,9 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 
 fn matches_device(id: &str, name: &str, want: &str) -> bool {
     let tail = id.split_once(':').map(|(_, t)| t).unwrap_or(id);
-    [id, tail, name].iter().any(|v| v.eq_ignore_ascii_case(want))
+    [id, tail, name]
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case(want))
 }
 
 /// The directories of `OFFLOAD_VIRTUAL_ANDROID`, whether they exist yet or not.

@@ -142,13 +142,23 @@ pub struct BlockedPhone {
 /// "no USB devices" and still finds the virtual phones this process registered; a phone
 /// that cannot be opened lands in [`AndroidDiscovery::blocked`] with its fix. Blocking:
 /// must not be called from inside an async runtime.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn discover(opts: &AndroidOptions) -> AndroidDiscovery {
+    discover_only(opts, None)
+}
+
+/// [`discover`], opening only the phone with this serial when one is given (a phone
+/// busy elsewhere is then left alone).
+pub fn discover_only(opts: &AndroidOptions, serial: Option<&str>) -> AndroidDiscovery {
     let mut found = AndroidDiscovery::default();
     #[cfg(feature = "sim")]
     let registered = crate::sim::android::registered_serials();
     #[cfg(not(feature = "sim"))]
     let registered = Vec::new();
-    let targets = plan_targets(MtpDevice::list_devices(), registered, &mut found.notes);
+    let mut targets = plan_targets(MtpDevice::list_devices(), registered, &mut found.notes);
+    if let Some(want) = serial {
+        targets.retain(|(t, _, _)| matches!(t, Target::Serial(s) if s.eq_ignore_ascii_case(want)));
+    }
     for (target, speed, usb_info) in targets {
         match AndroidSource::connect(target, speed, usb_info, opts) {
             Ok(source) => found.sources.push(source),

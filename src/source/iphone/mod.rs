@@ -131,7 +131,17 @@ impl From<NoUsbmuxd> for SourceError {
 ///
 /// Errors: [`NoUsbmuxd`] when usbmuxd cannot be reached. Each phone that cannot be read
 /// comes back as an [`Unreadable`] saying why; Wi-Fi-attached phones are ignored.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
+    discover_only(opts, None)
+}
+
+/// [`discover_with`], opening only the iPhone with this UDID when one is given (the
+/// others are not even asked to trust this computer).
+pub fn discover_only(
+    opts: &Options,
+    udid: Option<&str>,
+) -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
     let addr = usbmuxd_addr(opts)?;
     let no_usbmuxd = |e: String| NoUsbmuxd {
         message: format!("{USBMUXD_NOT_RUNNING} ({}: {e})", describe(&addr)),
@@ -143,6 +153,7 @@ pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadab
     };
     Ok(devices
         .into_iter()
+        .filter(|d| udid.is_none_or(|u| d.udid.eq_ignore_ascii_case(u)))
         .map(|d| IphoneSource::open(addr.clone(), d, opts.clone()))
         .collect())
 }
@@ -238,9 +249,7 @@ pub fn listen(opts: &Options, on: &mut dyn FnMut(Plug) -> bool) -> Result<(), No
                         udid: d.udid,
                     })
                 }
-                Some(Ok(UsbmuxdListenEvent::Disconnected(id))) => {
-                    on(Plug::Detached { mux_id: id })
-                }
+                Some(Ok(UsbmuxdListenEvent::Disconnected(id))) => on(Plug::Detached { mux_id: id }),
             };
             if !go_on {
                 return Ok(());
