@@ -351,14 +351,14 @@ pub fn crontab_line(s: &Schedule) -> Result<Option<(String, Option<String>)>, St
 
 fn cron_every(secs: u64) -> (String, Option<String>) {
     let minutes = secs.div_ceil(60).max(1);
-    let exact = secs % 60 == 0;
+    let exact = secs.is_multiple_of(60);
     let (fields, exact) = if minutes < 60 {
         (format!("*/{minutes} * * * *"), exact && 60 % minutes == 0)
     } else if minutes < 1440 {
         let hours = minutes.div_ceil(60);
         (
             format!("0 */{hours} * * *"),
-            exact && minutes % 60 == 0 && 24 % hours == 0,
+            exact && minutes.is_multiple_of(60) && 24 % hours == 0,
         )
     } else {
         let days = minutes.div_ceil(1440);
@@ -367,7 +367,7 @@ fn cron_every(secs: u64) -> (String, Option<String>) {
         } else {
             format!("0 0 */{days} * *")
         };
-        (f, exact && minutes % 1440 == 0 && days == 1)
+        (f, exact && minutes.is_multiple_of(1440) && days == 1)
     };
     let note = (!exact).then(|| {
         format!(
