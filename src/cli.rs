@@ -140,7 +140,11 @@ pub enum ScheduleCommand {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("when").required(true).args(["daily", "every", "on_plug"])))]
+#[command(
+    group(clap::ArgGroup::new("when").required(true).args(["daily", "every", "on_plug"])),
+    mut_arg("require_store", |a| a.hide(true)),
+    mut_arg("notify", |a| a.hide(true)),
+)]
 pub struct ScheduleAddArgs {
     /// Name of the schedule (letters, digits, `-`, `_`): units offload-NAME.service/.timer.
     pub name: String,
@@ -175,6 +179,13 @@ pub struct ScheduleRemoveArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("from", |a| a.hide(true)),
+    mut_arg("phones", |a| a.hide(true)),
+    mut_arg("require_store", |a| a.hide(true)),
+    mut_arg("device", |a| a.help("Only watch for the phone with this serial, UDID, id or name")),
+    mut_arg("json", |a| a.help("Print each event as one JSON object per line on stdout")),
+)]
 pub struct WatchArgs {
     /// Backup options, passed to each run (`--from` is not accepted: watch is for phones).
     /// --device limits watching to that phone; --json prints events as NDJSON.

@@ -496,9 +496,10 @@ fn watch_waits_for_trust_and_for_the_drive_and_reports_a_locked_phone() {
 }
 
 #[test]
-fn watch_refuses_folders() {
+fn watch_refuses_folders_and_bad_templates_at_once() {
     let s = Scratch::new();
     s.run(&["watch", "--from", "/tmp"]).code(2);
+    s.run(&["watch", "--template", "{nope}/{name}"]).code(2);
 }
 
 /// The units `schedule add --print` shows: (file name, text).
@@ -672,6 +673,15 @@ fn schedules_without_systemd_fall_back_to_crontab() {
         vec!["schedule", "add", "n", "--every", "10s"],
         vec!["schedule", "add", "n"],
         vec!["schedule", "add", "n", "--on-plug", "--from", "/tmp"],
+        vec![
+            "schedule",
+            "add",
+            "n",
+            "--daily",
+            "02:00",
+            "--template",
+            "{nope}",
+        ],
     ] {
         run(&bad).code(2);
     }

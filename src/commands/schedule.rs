@@ -190,6 +190,9 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
     } else {
         When::OnPlug
     };
+    if let Some(t) = &a.backup.template {
+        crate::store::template::Template::parse(t).map_err(|e| usage(e.to_string()))?;
+    }
     if when == When::OnPlug && !a.backup.from.is_empty() {
         return Err(usage(
             "--on-plug watches for phones; --from folders are for --daily or --every schedules",

@@ -64,6 +64,10 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         }
     };
     let cfg = config::load()?;
+    // A bad template would fail every backup: say so now, once.
+    if let Some(t) = b.template.as_ref().or(cfg.template.as_ref()) {
+        crate::store::template::Template::parse(t).map_err(|e| fail(Exit::Usage, e.to_string()))?;
+    }
     let dest = config::destination(b.dest.to.as_deref(), &cfg)?;
     let dest = if dest.is_absolute() {
         dest
@@ -188,6 +192,7 @@ struct Watcher {
     phones: Vec<Phone>,
     /// usbmuxd id → UDID of the iPhones plugged in.
     iphones: HashMap<u32, String>,
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     virtual_dirs: Vec<PathBuf>,
     /// Virtual phones registered in this process (for the look at them), by directory.
     registered: HashMap<PathBuf, String>,
