@@ -48,8 +48,9 @@ pub fn systemctl() -> Option<PathBuf> {
         .find(|p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file())
 }
 
-/// Runs `systemctl --user ARGS`; `Err` holds why it failed, for the user.
-pub fn systemctl_user(args: &[&str]) -> Result<String, String> {
+/// Runs `systemctl --user ARGS`: whether it succeeded, its stdout, and why it failed
+/// (for the user). `Err` when it could not run at all.
+fn systemctl_run(args: &[&str]) -> Result<(bool, String, String), String> {
     let Some(bin) = systemctl() else {
         return Err("there is no `systemctl` on PATH".into());
     };
@@ -60,15 +61,20 @@ pub fn systemctl_user(args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|e| format!("`systemctl --user` could not run: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() {
-        Ok(stdout)
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(format!(
-            "`systemctl --user {}` failed: {}",
-            args.join(" "),
-            if stderr.is_empty() { &stdout } else { &stderr }
-        ))
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let why = format!(
+        "`systemctl --user {}` failed: {}",
+        args.join(" "),
+        if stderr.is_empty() { &stdout } else { &stderr }
+    );
+    Ok((out.status.success(), stdout, why))
+}
+
+/// Runs `systemctl --user ARGS`; `Err` holds why it failed, for the user.
+pub fn systemctl_user(args: &[&str]) -> Result<String, String> {
+    match systemctl_run(args)? {
+        (true, stdout, _) => Ok(stdout),
+        (false, _, why) => Err(why),
     }
 }
 
@@ -81,25 +87,10 @@ pub fn systemd_user() -> Result<(), String> {
 /// `systemctl --user is-enabled UNIT`: `Ok("enabled" | "disabled" | ...)`, or `Err`
 /// when systemd cannot be asked at all.
 pub fn is_enabled(unit: &str) -> Result<String, String> {
-    match systemctl_user(&["is-enabled", unit]) {
-        Ok(state) => Ok(state),
-        // `is-enabled` exits 1 for a disabled unit, with the state on stdout.
-        Err(e) => {
-            let Some(bin) = systemctl() else {
-                return Err(e);
-            };
-            let out = Command::new(bin)
-                .args(["--user", "is-enabled", unit])
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| e.to_string())?;
-            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if state.is_empty() {
-                Err(e)
-            } else {
-                Ok(state)
-            }
-        }
+    // `is-enabled` exits 1 for a disabled unit, with the state on stdout.
+    match systemctl_run(&["is-enabled", unit])? {
+        (_, state, _) if !state.is_empty() => Ok(state),
+        (_, _, why) => Err(why),
     }
 }
 

@@ -913,3 +913,32 @@ impl Out {
         eprintln!("watch: {text}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_sum_the_devices_of_a_report() {
+        let report = r#"{"devices": [
+            {"copied": 3, "bytes_copied": 30, "already_backed_up": 1, "duplicates": 0,
+             "skipped": [{"path": "a", "reason": "hidden"}], "failed": []},
+            {"copied": 2, "bytes_copied": 20, "already_backed_up": 0, "duplicates": 1,
+             "skipped": [], "failed": [{"path": "b", "reason": "unreadable"}]}
+        ]}"#;
+        let c = counts(report);
+        assert_eq!(c["copied"], 5);
+        assert_eq!(c["bytes_copied"], 50);
+        assert_eq!(c["skipped"], 1);
+        assert_eq!(c["failed"], 1);
+        assert!(counts("offload: not JSON").is_empty());
+    }
+
+    #[test]
+    fn devices_match_by_id_serial_or_name() {
+        for want in ["android:ABC", "abc", "pixel 8"] {
+            assert!(matches_device("android:ABC", "Pixel 8", want), "{want}");
+        }
+        assert!(!matches_device("android:ABC", "Pixel 8", "Pixel"));
+    }
+}
