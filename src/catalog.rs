@@ -360,6 +360,31 @@ impl Catalog {
         Ok(())
     }
 
+    /// The latest run of any source, with that source's name and key (`offload doctor`).
+    pub fn last_run(&self) -> Result<Option<(String, String, LastRun)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT s.name, s.key, r.started, r.finished, r.result, r.copied, r.failed
+                 FROM runs r JOIN sources s ON s.id = r.source_id ORDER BY r.id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        LastRun {
+                            started: r.get(2)?,
+                            finished: r.get(3)?,
+                            result: r.get(4)?,
+                            copied: r.get::<_, i64>(5)? as u64,
+                            failed: r.get::<_, i64>(6)? as u64,
+                        },
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
     /// Per-source summary for `offload status`.
     pub fn status(&self) -> Result<Vec<SourceStatus>> {
         let mut out = Vec::new();

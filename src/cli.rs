@@ -49,6 +49,16 @@ pub enum Command {
     FreeUp(FreeUpArgs),
     /// Make a sample camera roll and back it up end to end, twice.
     Demo(DemoArgs),
+    /// Back up on a timer or whenever a phone is plugged in (systemd user units).
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Stay running and back up each phone once when it is plugged in.
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
+    /// Check USB access, usbmuxd, pairing, phones, the backup drive, the catalog and the
+    /// schedules; print each problem with its fix.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
     /// Virtual devices and sample data, for tests and demos.
     #[command(subcommand, hide = true)]
     Sim(SimCommand),
@@ -58,7 +68,7 @@ pub enum Command {
 pub struct DestArgs {
     /// The backup store (a folder on the backup drive); repeat for several. Default:
     /// the config file's destination(s) or drive(s), else ~/Pictures/offload.
-    #[arg(long, value_name = "DEST")]
+    #[arg(long, value_name = "DEST", value_hint = clap::ValueHint::DirPath)]
     pub to: Vec<PathBuf>,
 
     /// A backup drive by filesystem label or UUID (its store is the `offload` folder
@@ -71,7 +81,7 @@ pub struct DestArgs {
 pub struct BackupArgs {
     /// A folder holding a camera roll (an SD card, a camera, a mounted phone). Without
     /// --from, every connected phone is backed up.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::DirPath)]
     pub from: Vec<PathBuf>,
 
     /// Back up the connected phones too when --from is given.
@@ -86,11 +96,6 @@ pub struct BackupArgs {
     #[arg(long)]
     pub include_app_media: bool,
 
-    /// Never create a store: a destination without one is reported as not mounted.
-    /// Scheduled and plug-in runs use this.
-    #[arg(long)]
-    pub require_store: bool,
-
     #[command(flatten)]
     pub dest: DestArgs,
 
@@ -104,6 +109,114 @@ pub struct BackupArgs {
     pub dry_run: bool,
 
     /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Use the destination only if it already holds an offload store; never create one
+    /// (exit 4 otherwise). Scheduled and plug-in runs pass it, so that an unplugged
+    /// drive's empty mount point is never filled.
+    #[arg(long)]
+    pub require_store: bool,
+
+    /// Post one desktop notification if the run copied files or hit a problem (needs
+    /// `notify-send` and a session bus; silently skipped without them).
+    #[arg(long)]
+    pub notify: bool,
+}
+
+pub const WATCH_HELP: &str = "\
+Events: one line each on stderr; with --json, one JSON object per line on stdout:
+  {\"event\": \"watching\"|\"arrived\"|\"waiting\"|\"backup-started\"|\"backup-finished\"|
+             \"skipped\"|\"left\"|\"stopped\", \"device\": ID, ...}
+Each phone is backed up once per arrival, one at a time, by `offload backup --device ID
+--require-store`. SIGINT/SIGTERM stop the running backup (nothing partial is kept) and
+then watch, with exit 0.";
+
+pub const DOCTOR_HELP: &str = "\
+Each check prints ok, warning or problem, and a fix for anything not ok.
+Exit codes:
+  0  no problem (warnings allowed: things that do not stop a backup now)
+  1  at least one problem";
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule: systemd user units that run `offload backup` (or `offload watch`
+    /// for --on-plug), enabled at once. Without systemd, prints the crontab line.
+    Add(ScheduleAddArgs),
+    /// The schedules offload made, and whether each is enabled.
+    List(ScheduleListArgs),
+    /// Stop, disable and delete a schedule's units.
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    group(clap::ArgGroup::new("when").required(true).args(["daily", "every", "on_plug"])),
+    mut_arg("require_store", |a| a.hide(true)),
+    mut_arg("notify", |a| a.hide(true)),
+)]
+pub struct ScheduleAddArgs {
+    /// Name of the schedule (letters, digits, `-`, `_`): units offload-NAME.service/.timer.
+    pub name: String,
+    /// Every day at this local time (24-hour HH:MM); a run missed while the computer was
+    /// off happens at the next start.
+    #[arg(long, value_name = "HH:MM")]
+    pub daily: Option<String>,
+    /// At this interval (`30min`, `6h`, `1d`, `1h30min`), counted from the last run.
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
+    /// Whenever a phone is plugged in: a service running `offload watch`.
+    #[arg(long)]
+    pub on_plug: bool,
+    /// Print the units (or crontab line) and change nothing.
+    #[arg(long)]
+    pub print: bool,
+    #[command(flatten)]
+    pub backup: BackupArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleRemoveArgs {
+    /// Name given to `schedule add`.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("from", |a| a.hide(true)),
+    mut_arg("phones", |a| a.hide(true)),
+    mut_arg("require_store", |a| a.hide(true)),
+    mut_arg("device", |a| a.help("Only watch for the phone with this serial, UDID, id or name")),
+    mut_arg("json", |a| a.help("Print each event as one JSON object per line on stdout")),
+)]
+pub struct WatchArgs {
+    /// Backup options, passed to each run (`--from` is not accepted: watch is for phones).
+    /// --device limits watching to that phone; --json prints events as NDJSON.
+    #[command(flatten)]
+    pub backup: BackupArgs,
+    /// Seconds between two looks for new phones.
+    #[arg(long, hide = true, default_value_t = 2.0)]
+    pub poll_secs: f64,
+    /// Seconds between two checks of a phone that waits (locked, not trusted).
+    #[arg(long, hide = true, default_value_t = 5.0)]
+    pub recheck_secs: f64,
+    /// Seconds between two tries when the destination is absent.
+    #[arg(long, hide = true, default_value_t = 30.0)]
+    pub dest_recheck_secs: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub dest: DestArgs,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -3,6 +3,7 @@
 //! `main` parses the command line, runs one function per command and turns errors into
 //! the documented exit codes.
 
+mod argv;
 mod catalog;
 mod cli;
 mod commands;
@@ -10,13 +11,16 @@ mod commit;
 mod config;
 mod error;
 mod media;
+mod notify;
 mod plan;
 mod report;
 #[cfg(feature = "sim")]
 mod sim;
 mod source;
+mod stop;
 mod store;
 mod transfer;
+mod units;
 
 use std::process::ExitCode;
 
@@ -57,14 +61,27 @@ fn main() -> ExitCode {
 /// Runs one command; returns the exit code for a run that finished.
 fn try_main(cli: Cli) -> anyhow::Result<u8> {
     // Virtual phones live in this process (mtp-rs's registry is per process): register
-    // them before anything looks for phones.
+    // them before anything looks for phones. `watch` registers each one itself when its
+    // directory appears, as a real phone is plugged in.
     #[cfg(feature = "sim")]
-    sim::android::register_from_env()
-        .map_err(|e| error::fail(Exit::Usage, format!("{}: {e:#}", sim::android::ANDROID_ENV)))?;
+    if !matches!(cli.command, Some(Command::Watch(_))) {
+        sim::android::register_from_env().map_err(|e| {
+            error::fail(Exit::Usage, format!("{}: {e:#}", sim::android::ANDROID_ENV))
+        })?;
+    }
     match cli.command {
         // Plain `offload`: back up every connected phone to the default destination.
         None => commands::backup::run(&cli::BackupArgs::default()),
-        Some(Command::Backup(args)) => commands::backup::run(&args),
+        Some(Command::Backup(args)) => {
+            let result = commands::backup::run(&args);
+            if args.notify {
+                notify::after_backup(&result);
+            }
+            result
+        }
+        Some(Command::Schedule(cmd)) => commands::schedule::run(&cmd),
+        Some(Command::Watch(args)) => commands::watch::run(&args),
+        Some(Command::Doctor(args)) => commands::doctor::run(&args),
         Some(Command::Devices(args)) => commands::devices::run(&args),
         Some(Command::Verify(args)) => commands::verify::run(&args),
         Some(Command::Reindex(args)) => commands::reindex::run(&args),

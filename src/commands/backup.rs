@@ -368,6 +368,7 @@ pub fn backup(
         devices,
         blocked,
     };
+    crate::notify::record(&report);
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

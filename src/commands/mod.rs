@@ -3,9 +3,12 @@ pub mod backup;
 pub mod config;
 pub mod demo;
 pub mod devices;
+pub mod doctor;
 pub mod free_up;
 pub mod reindex;
+pub mod schedule;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod status;
 pub mod verify;
+pub mod watch;

@@ -457,6 +457,48 @@ pub fn write_stats() {
     }
 }
 
+/// Registers one directory of `OFFLOAD_VIRTUAL_ANDROID` as a phone, with the faults of
+/// `OFFLOAD_VIRTUAL_FAULT` that concern it, and without counters: for `offload watch`,
+/// which sees virtual phones come and go as their directories appear and vanish, the
+/// way real phones are plugged in and out. Returns the serial.
+pub fn register_dir(dir: &Path) -> anyhow::Result<String> {
+    let (all, per_serial) = parse_faults(&std::env::var(FAULT_ENV).unwrap_or_default())?;
+    let serial = dir_serial(dir).with_context(|| {
+        format!(
+            "{ANDROID_ENV}: {} has no name to use as a serial",
+            dir.display()
+        )
+    })?;
+    let faults = match per_serial.get(&serial) {
+        Some(own) => merge(all, own),
+        None => all,
+    };
+    register_phone(dir, Some(&serial), faults, false)
+}
+
+/// The serial a directory is served under: its own name, once it exists.
+pub fn dir_serial(dir: &Path) -> Option<String> {
+    let path = dir.canonicalize().ok()?;
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// `OFFLOAD_VIRTUAL_FAULT` reduced to the faults that apply to the phone `serial`
+/// (those for every phone, and those aimed at it), for a run that serves that phone only.
+pub fn faults_for(text: &str, serial: &str) -> String {
+    text.split(',')
+        .map(str::trim)
+        .filter(|spec| {
+            let key = spec.split_once('=').map(|(k, _)| k).unwrap_or(spec);
+            match key.split_once(':') {
+                Some((s, _)) => s == serial,
+                None => !spec.is_empty(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Serialises the tests that register or open virtual phones: mtp-rs's registries and
 /// fault hooks are process-wide, keyed by serial.
 #[cfg(test)]
@@ -465,9 +507,9 @@ pub fn test_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Forgets a phone registered by [`register_phone`] (tests register and drop phones
-/// by the dozen in one process).
-#[cfg(test)]
+/// Forgets a phone registered by [`register_phone`], as if it were unplugged (tests
+/// register and drop phones by the dozen in one process; `offload watch` drops a phone
+/// whose directory vanished).
 pub fn unregister_phone(serial: &str) {
     let mut reg = registry();
     reg.serials.retain(|s| s != serial);
@@ -511,6 +553,17 @@ mod tests {
         assert!(parse_faults("hang-at-read").is_err());
         assert!(parse_faults("melt").is_err());
         assert!(parse_faults("").unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn faults_are_narrowed_to_one_phone() {
+        let text = "locked, pixel:wedge-at-read=3,other:unreadable=DCIM/a:b.jpg,unreadable=x:y";
+        assert_eq!(
+            faults_for(text, "pixel"),
+            "locked,pixel:wedge-at-read=3,unreadable=x:y"
+        );
+        assert_eq!(faults_for(text, "third"), "locked,unreadable=x:y");
+        assert_eq!(faults_for("", "pixel"), "");
     }
 
     #[test]

@@ -142,13 +142,23 @@ pub struct BlockedPhone {
 /// "no USB devices" and still finds the virtual phones this process registered; a phone
 /// that cannot be opened lands in [`AndroidDiscovery::blocked`] with its fix. Blocking:
 /// must not be called from inside an async runtime.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn discover(opts: &AndroidOptions) -> AndroidDiscovery {
+    discover_only(opts, None)
+}
+
+/// [`discover`], opening only the phone with this serial when one is given (a phone
+/// busy elsewhere is then left alone).
+pub fn discover_only(opts: &AndroidOptions, serial: Option<&str>) -> AndroidDiscovery {
     let mut found = AndroidDiscovery::default();
     #[cfg(feature = "sim")]
     let registered = crate::sim::android::registered_serials();
     #[cfg(not(feature = "sim"))]
     let registered = Vec::new();
-    let targets = plan_targets(MtpDevice::list_devices(), registered, &mut found.notes);
+    let mut targets = plan_targets(MtpDevice::list_devices(), registered, &mut found.notes);
+    if let Some(want) = serial {
+        targets.retain(|(t, _, _)| matches!(t, Target::Serial(s) if s.eq_ignore_ascii_case(want)));
+    }
     for (target, speed, usb_info) in targets {
         match AndroidSource::connect(target, speed, usb_info, opts) {
             Ok(source) => found.sources.push(source),
@@ -156,6 +166,35 @@ pub fn discover(opts: &AndroidOptions) -> AndroidDiscovery {
         }
     }
     found
+}
+
+/// The MTP phones on USB now, by the id and name [`discover`] gives them, without
+/// opening any (so that a phone busy with a backup is not disturbed): what
+/// `offload watch` polls. Virtual phones are left out; a machine without a USB bus has
+/// none.
+pub fn usb_phones() -> Vec<DeviceInfo> {
+    #[cfg(feature = "sim")]
+    let virtual_serials = crate::sim::android::registered_serials();
+    #[cfg(not(feature = "sim"))]
+    let virtual_serials: Vec<String> = Vec::new();
+    let Ok(listed) = MtpDevice::list_devices() else {
+        return Vec::new();
+    };
+    listed
+        .into_iter()
+        .filter(|d| {
+            d.serial_number
+                .as_ref()
+                .is_none_or(|s| !virtual_serials.contains(s))
+        })
+        .map(|d| {
+            let target = match &d.serial_number {
+                Some(s) if !s.is_empty() => Target::Serial(s.clone()),
+                _ => Target::Location(d.location_id),
+            };
+            usb_identity(&target, d.manufacturer, d.product)
+        })
+        .collect()
 }
 
 /// The phones to open: those mtp-rs listed, plus the virtual phones this process

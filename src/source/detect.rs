@@ -63,10 +63,28 @@ fn matches(info: &DeviceInfo, want: &str) -> bool {
 /// be searched is in `notes`/`no_usbmuxd`. Blocking; not for use inside a runtime.
 pub fn detect(opts: &DetectOptions) -> Found {
     let mut found = Found::default();
+    // A device id (`android:SERIAL`, `iphone:UDID`) names one phone: open only that one,
+    // so that another phone, busy or asking for trust, is left alone. A name needs every
+    // phone opened to be known.
+    let wanted = opts.device.as_deref().and_then(|d| d.split_once(':'));
+    let (android_only, iphone_only) = match wanted {
+        Some((kind, rest)) if kind.eq_ignore_ascii_case("android") && !rest.starts_with("usb-") => {
+            (Some(rest), None)
+        }
+        Some((kind, rest)) if kind.eq_ignore_ascii_case("iphone") => (None, Some(rest)),
+        _ => (None, None),
+    };
+    let search_android = iphone_only.is_none();
+    let search_iphone =
+        android_only.is_none() && !wanted.is_some_and(|(k, _)| k.eq_ignore_ascii_case("android"));
 
     let mut aopts = AndroidOptions::from_env();
     aopts.include_app_media = opts.include_app_media;
-    let a = android::discover(&aopts);
+    let a = if search_android {
+        android::discover_only(&aopts, android_only)
+    } else {
+        android::AndroidDiscovery::default()
+    };
     found.notes.extend(a.notes);
     for s in a.sources {
         found.sources.push(Box::new(s));
@@ -95,7 +113,12 @@ pub fn detect(opts: &DetectOptions) -> Found {
     if let Some(t) = opts.trust_timeout {
         iopts.trust_timeout = t;
     }
-    match iphone::discover_with(&iopts) {
+    let discovered = if search_iphone {
+        iphone::discover_only(&iopts, iphone_only)
+    } else {
+        Ok(Vec::new())
+    };
+    match discovered {
         Ok(phones) => {
             for p in phones {
                 match p {

@@ -131,7 +131,17 @@ impl From<NoUsbmuxd> for SourceError {
 ///
 /// Errors: [`NoUsbmuxd`] when usbmuxd cannot be reached. Each phone that cannot be read
 /// comes back as an [`Unreadable`] saying why; Wi-Fi-attached phones are ignored.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
+    discover_only(opts, None)
+}
+
+/// [`discover_with`], opening only the iPhone with this UDID when one is given (the
+/// others are not even asked to trust this computer).
+pub fn discover_only(
+    opts: &Options,
+    udid: Option<&str>,
+) -> Result<Vec<Result<IphoneSource, Unreadable>>, NoUsbmuxd> {
     let addr = usbmuxd_addr(opts)?;
     let no_usbmuxd = |e: String| NoUsbmuxd {
         message: format!("{USBMUXD_NOT_RUNNING} ({}: {e})", describe(&addr)),
@@ -143,8 +153,109 @@ pub fn discover_with(opts: &Options) -> Result<Vec<Result<IphoneSource, Unreadab
     };
     Ok(devices
         .into_iter()
+        .filter(|d| udid.is_none_or(|u| d.udid.eq_ignore_ascii_case(u)))
         .map(|d| IphoneSource::open(addr.clone(), d, opts.clone()))
         .collect())
+}
+
+/// An iPhone usbmuxd says is plugged in, and whether usbmuxd holds a pair record for it
+/// (without one, the phone must be trusted first).
+#[derive(Clone, Debug, Serialize)]
+pub struct Plugged {
+    pub udid: String,
+    pub paired: bool,
+}
+
+/// The iPhones plugged in over USB, and for each whether it is paired (usbmuxd
+/// ReadPairRecord). Opens nothing on the phones. Returns the usbmuxd address tried too.
+///
+/// Errors: [`NoUsbmuxd`] when usbmuxd cannot be reached.
+pub fn plugged(opts: &Options) -> Result<(String, Vec<Plugged>), NoUsbmuxd> {
+    let addr = usbmuxd_addr(opts)?;
+    let where_ = describe(&addr);
+    let no_usbmuxd = |e: String| NoUsbmuxd {
+        message: format!("{USBMUXD_NOT_RUNNING} ({where_}: {e})"),
+    };
+    let rt = runtime().map_err(|e| no_usbmuxd(e.to_string()))?;
+    let devices = rt
+        .block_on(list_usb_devices(&addr, opts.io_timeout))
+        .map_err(no_usbmuxd)?;
+    let mut out = Vec::new();
+    for d in devices {
+        let paired = rt.block_on(async {
+            let fut = async {
+                let mut mux = addr.connect(1).await?;
+                mux.get_pair_record(&d.udid).await
+            };
+            matches!(tokio::time::timeout(opts.io_timeout, fut).await, Ok(Ok(_)))
+        });
+        out.push(Plugged {
+            udid: d.udid,
+            paired,
+        });
+    }
+    Ok((where_, out))
+}
+
+/// What usbmuxd's Listen reports.
+#[derive(Clone, Debug)]
+pub enum Plug {
+    /// Listening: usbmuxd answered at this address.
+    Listening(String),
+    /// An iPhone was plugged in over USB (usbmuxd's own id for it, and its UDID).
+    Attached { mux_id: u32, udid: String },
+    /// The iPhone with this usbmuxd id went away.
+    Detached { mux_id: u32 },
+}
+
+/// Listens to usbmuxd for iPhones plugged in and out, calling `on` for each event,
+/// until the connection ends (usbmuxd stopped) or `on` returns false. usbmuxd first
+/// reports every iPhone already plugged in. Blocking.
+///
+/// Errors: [`NoUsbmuxd`] when usbmuxd cannot be reached or the connection breaks; the
+/// caller retries later, and must treat every iPhone as gone.
+pub fn listen(opts: &Options, on: &mut dyn FnMut(Plug) -> bool) -> Result<(), NoUsbmuxd> {
+    use idevice::usbmuxd::UsbmuxdListenEvent;
+
+    let addr = usbmuxd_addr(opts)?;
+    let where_ = describe(&addr);
+    let no_usbmuxd = |e: String| NoUsbmuxd {
+        message: format!("{USBMUXD_NOT_RUNNING} ({where_}: {e})"),
+    };
+    let rt = runtime().map_err(|e| no_usbmuxd(e.to_string()))?;
+    rt.block_on(async {
+        let mut mux = tokio::time::timeout(opts.io_timeout, addr.connect(2))
+            .await
+            .map_err(|_| no_usbmuxd("no answer".into()))?
+            .map_err(|e| no_usbmuxd(e.to_string()))?;
+        let mut stream = tokio::time::timeout(opts.io_timeout, mux.listen())
+            .await
+            .map_err(|_| no_usbmuxd("no answer".into()))?
+            .map_err(|e| no_usbmuxd(e.to_string()))?;
+        if !on(Plug::Listening(where_.clone())) {
+            return Ok(());
+        }
+        loop {
+            let next = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await;
+            let go_on = match next {
+                None => return Err(no_usbmuxd("usbmuxd closed the connection".into())),
+                Some(Err(e)) => return Err(no_usbmuxd(e.to_string())),
+                Some(Ok(UsbmuxdListenEvent::Connected(d))) => {
+                    if d.connection_type != Connection::Usb {
+                        continue;
+                    }
+                    on(Plug::Attached {
+                        mux_id: d.device_id,
+                        udid: d.udid,
+                    })
+                }
+                Some(Ok(UsbmuxdListenEvent::Disconnected(id))) => on(Plug::Detached { mux_id: id }),
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+    })
 }
 
 /// One iPhone, paired and connected, reading its camera roll over AFC.

@@ -1,0 +1,448 @@
+//! `offload schedule add|list|remove`: systemd user units that run `offload backup` on a
+//! timer, or `offload watch` all the time (`--on-plug`); the crontab line where there is
+//! no systemd.
+//!
+//! Scheduled and plug-in runs never create a store (`--require-store`): a drive that is
+//! not plugged in leaves an empty mount point, and filling that would be worse than
+//! doing nothing.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::argv;
+use crate::cli::{ScheduleAddArgs, ScheduleCommand, ScheduleListArgs, ScheduleRemoveArgs};
+use crate::error::{fail, Exit};
+use crate::units::{self, Schedule, When};
+
+pub fn run(cmd: &ScheduleCommand) -> Result<u8> {
+    match cmd {
+        ScheduleCommand::Add(a) => add(a),
+        ScheduleCommand::List(a) => list(a),
+        ScheduleCommand::Remove(a) => remove(a),
+    }
+}
+
+/// Where systemd looks for the user's own units: `$XDG_CONFIG_HOME/systemd/user`.
+pub fn unit_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        })
+        .ok_or_else(|| fail(Exit::Usage, "Neither XDG_CONFIG_HOME nor HOME is set."))?;
+    Ok(base.join("systemd").join("user"))
+}
+
+/// `systemctl` on PATH, if any.
+pub fn systemctl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("systemctl"))
+        .find(|p| rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok() && p.is_file())
+}
+
+/// Runs `systemctl --user ARGS`: whether it succeeded, its stdout, and why it failed
+/// (for the user). `Err` when it could not run at all.
+fn systemctl_run(args: &[&str]) -> Result<(bool, String, String), String> {
+    let Some(bin) = systemctl() else {
+        return Err("there is no `systemctl` on PATH".into());
+    };
+    let out = Command::new(bin)
+        .arg("--user")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("`systemctl --user` could not run: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let why = format!(
+        "`systemctl --user {}` failed: {}",
+        args.join(" "),
+        if stderr.is_empty() { &stdout } else { &stderr }
+    );
+    Ok((out.status.success(), stdout, why))
+}
+
+/// Runs `systemctl --user ARGS`; `Err` holds why it failed, for the user.
+pub fn systemctl_user(args: &[&str]) -> Result<String, String> {
+    match systemctl_run(args)? {
+        (true, stdout, _) => Ok(stdout),
+        (false, _, why) => Err(why),
+    }
+}
+
+/// Whether the user's service manager can be asked (`systemctl` on PATH, and
+/// `systemctl --user` reaching a running manager); `Err` says why not.
+pub fn systemd_user() -> Result<(), String> {
+    systemctl_user(&["show-environment"]).map(|_| ())
+}
+
+/// `systemctl --user is-enabled UNIT`: `Ok("enabled" | "disabled" | ...)`, or `Err`
+/// when systemd cannot be asked at all.
+pub fn is_enabled(unit: &str) -> Result<String, String> {
+    // `is-enabled` exits 1 for a disabled unit, with the state on stdout.
+    match systemctl_run(&["is-enabled", unit])? {
+        (_, state, _) if !state.is_empty() => Ok(state),
+        (_, _, why) => Err(why),
+    }
+}
+
+/// A schedule found in the unit folder.
+#[derive(Debug, Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub when: String,
+    /// The unit to enable: the timer, or the service for `--on-plug`.
+    pub unit: String,
+    /// The command, as a shell would be given it.
+    pub command: String,
+    pub files: Vec<PathBuf>,
+    /// Whether the main unit file is there (a service without its timer runs never).
+    pub complete: bool,
+    #[serde(skip)]
+    pub schedule: Schedule,
+}
+
+/// The schedules offload wrote into the unit folder, by name.
+pub fn installed() -> Result<Vec<Installed>> {
+    let dir = unit_dir()?;
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("offload-") && n.ends_with(".service"))
+        .collect();
+    names.sort();
+    for file in names {
+        let path = dir.join(&file);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Some((name, when)) = units::parse_header(&text) else {
+            continue;
+        };
+        let words = units::exec_start(&text)
+            .map(|l| units::systemd_split(&l))
+            .unwrap_or_default();
+        let schedule = Schedule {
+            name: name.clone(),
+            when: when.clone(),
+            command: words.iter().map(OsString::from).collect(),
+        };
+        let unit = units::main_unit(&name, &when);
+        let mut files = vec![path];
+        let timer = dir.join(format!("offload-{name}.timer"));
+        if timer.exists() {
+            files.push(timer.clone());
+        }
+        let complete = when == When::OnPlug || timer.exists();
+        let command = schedule
+            .command
+            .iter()
+            .map(|a| units::cron_quote(a).unwrap_or_else(|_| a.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        out.push(Installed {
+            name,
+            when: when.describe(),
+            unit,
+            command,
+            files,
+            complete,
+            schedule,
+        });
+    }
+    Ok(out)
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    fail(Exit::Usage, msg)
+}
+
+fn add(a: &ScheduleAddArgs) -> Result<u8> {
+    units::check_name(&a.name).map_err(usage)?;
+    let when = if let Some(t) = &a.daily {
+        let (hour, minute) = units::parse_daily(t).map_err(usage)?;
+        When::Daily { hour, minute }
+    } else if let Some(t) = &a.every {
+        When::Every(units::parse_every(t).map_err(usage)?)
+    } else {
+        When::OnPlug
+    };
+    if let Some(t) = &a.backup.template {
+        crate::store::template::Template::parse(t).map_err(|e| usage(e.to_string()))?;
+    }
+    if when == When::OnPlug && !a.backup.from.is_empty() {
+        return Err(usage(
+            "--on-plug watches for phones; --from folders are for --daily or --every schedules",
+        ));
+    }
+    let matches = argv::own_matches(&["schedule", "add"])
+        .ok_or_else(|| anyhow::anyhow!("cannot read the command line again"))?;
+    let options = argv::backup_options(&matches, &["require_store", "notify"]);
+    let exe = std::env::current_exe().context("finding the offload program")?;
+    let mut command: Vec<OsString> = vec![exe.into_os_string()];
+    match when {
+        // watch passes --require-store to every backup it starts.
+        When::OnPlug => command.extend(["watch".into(), "--notify".into()]),
+        _ => command.extend(["backup".into(), "--require-store".into(), "--notify".into()]),
+    }
+    command.extend(options);
+    let schedule = Schedule {
+        name: a.name.clone(),
+        when: when.clone(),
+        command,
+    };
+    let rendered = units::render(&schedule).map_err(usage)?;
+    let cron = units::crontab_line(&schedule).map_err(usage)?;
+    let dir = unit_dir()?;
+
+    if a.print {
+        for (file, text) in &rendered {
+            println!("# ==> {} <==", dir.join(file).display());
+            print!("{text}");
+            println!();
+        }
+        if let Err(why) = systemd_user() {
+            print_fallback(&schedule, &cron, &why, "would be written");
+        }
+        return Ok(0);
+    }
+
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, _) in &rendered {
+        let path = dir.join(file);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if units::parse_header(&text).is_none() {
+                return Err(fail(
+                    Exit::Usage,
+                    format!(
+                        "{} exists and was not made by offload: choose another schedule name",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    // A schedule added again with other options replaces the old one; a timer left from
+    // a --daily schedule that becomes --on-plug must go.
+    if when == When::OnPlug {
+        let _ = std::fs::remove_file(dir.join(format!("offload-{}.timer", a.name)));
+    }
+    for (file, text) in &rendered {
+        let path = dir.join(file);
+        write_atomic(&path, text.as_bytes())?;
+        println!("Wrote {}", path.display());
+    }
+
+    let unit = units::main_unit(&a.name, &when);
+    match systemctl_user(&["daemon-reload"]) {
+        Ok(_) => {
+            systemctl_user(&["enable", "--now", &unit]).map_err(|e| {
+                fail(
+                    Exit::SomeFailed,
+                    format!("{e}\nThe units are written; fix the problem, then run `systemctl --user enable --now {unit}`."),
+                )
+            })?;
+            match when {
+                When::OnPlug => println!(
+                    "Enabled and started {unit}: each phone is backed up when it is plugged in, \
+                     from login on. Its log: `journalctl --user -u {unit}`."
+                ),
+                _ => println!(
+                    "Enabled and started {unit}: {}. Next run: `systemctl --user list-timers {unit}`; \
+                     log: `journalctl --user -u offload-{}.service`.",
+                    human_when(&when),
+                    a.name
+                ),
+            }
+            if std::env::var_os("XDG_RUNTIME_DIR").is_some() && !lingering() {
+                println!(
+                    "Note: user units run while you are logged in. To run them without a login, \
+                     run `loginctl enable-linger`."
+                );
+            }
+        }
+        Err(why) => print_fallback(&schedule, &cron, &why, "were written"),
+    }
+    Ok(0)
+}
+
+/// Whether the user manager runs without a login (`loginctl enable-linger`).
+fn lingering() -> bool {
+    let user = std::env::var("USER").unwrap_or_default();
+    !user.is_empty() && Path::new("/var/lib/systemd/linger").join(user).exists()
+}
+
+fn human_when(when: &When) -> String {
+    match when {
+        When::Daily { hour, minute } => format!("runs every day at {hour:02}:{minute:02}"),
+        When::Every(s) => format!("runs every {}", units::systemd_span(*s)),
+        When::OnPlug => "runs when a phone is plugged in".into(),
+    }
+}
+
+/// What to do without systemd: the crontab line, or for --on-plug, how to start watch.
+fn print_fallback(
+    schedule: &Schedule,
+    cron: &Option<(String, Option<String>)>,
+    why: &str,
+    written: &str,
+) {
+    println!(
+        "systemd is not available here ({why}): the units {written}, but nothing will start them."
+    );
+    match cron {
+        Some((line, note)) => {
+            println!("Without systemd, add this line to your crontab (`crontab -e`):");
+            println!("{line}");
+            if let Some(n) = note {
+                println!("Note: {n}.");
+            }
+        }
+        None => {
+            let command: Vec<String> = schedule
+                .command
+                .iter()
+                .map(|a| units::cron_quote(a).unwrap_or_else(|_| a.to_string_lossy().into_owned()))
+                .collect();
+            println!(
+                "Without systemd, cron cannot react to a phone being plugged in: `offload watch` \
+                 must be running. Start it when you log in (your desktop's \"Startup \
+                 Applications\"/autostart settings, or your shell's login file) with:"
+            );
+            println!("{}", command.join(" "));
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("offload-tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    schedule: &'a Installed,
+    /// `enabled`, `disabled`... as systemd says; absent without systemd.
+    enabled: Option<String>,
+    /// The crontab line that does the same, without systemd.
+    crontab: Option<String>,
+}
+
+fn list(a: &ScheduleListArgs) -> Result<u8> {
+    let found = installed()?;
+    let mut rows = Vec::new();
+    let mut no_systemd = None;
+    let systemd = if found.is_empty() {
+        Ok(())
+    } else {
+        systemd_user()
+    };
+    for s in &found {
+        let (enabled, crontab) = match systemd.clone().and_then(|_| is_enabled(&s.unit)) {
+            Ok(state) => (Some(state), None),
+            Err(why) => {
+                no_systemd.get_or_insert(why);
+                let line = units::crontab_line(&s.schedule).ok().flatten().map(|c| c.0);
+                (None, line)
+            }
+        };
+        rows.push(Listed {
+            schedule: s,
+            enabled,
+            crontab,
+        });
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!(
+            "No schedules. Add one with `offload schedule add NAME --daily 02:00 [--to DEST]` \
+             or `offload schedule add NAME --on-plug`."
+        );
+        return Ok(0);
+    }
+    for r in &rows {
+        let s = r.schedule;
+        let state = match &r.enabled {
+            Some(e) => e.clone(),
+            None => "not run by systemd".into(),
+        };
+        println!("{} ({}): {}", s.name, s.when, state);
+        println!("  command  {}", s.command);
+        for f in &s.files {
+            println!("  unit     {}", f.display());
+        }
+        if !s.complete {
+            println!(
+                "  problem  offload-{}.timer is missing: add the schedule again",
+                s.name
+            );
+        }
+        match (&r.crontab, s.schedule.when == When::OnPlug, &r.enabled) {
+            (Some(line), _, None) => println!("  crontab  {line}"),
+            (None, true, None) => {
+                println!("  start    `offload watch` must be started at login (no systemd)")
+            }
+            _ => {}
+        }
+    }
+    if let Some(why) = no_systemd {
+        println!("systemd is not available here ({why}).");
+    }
+    Ok(0)
+}
+
+fn remove(a: &ScheduleRemoveArgs) -> Result<u8> {
+    units::check_name(&a.name).map_err(usage)?;
+    let found = installed()?;
+    let Some(s) = found.into_iter().find(|s| s.name == a.name) else {
+        return Err(usage(format!(
+            "There is no schedule named {:?} (`offload schedule list` shows them).",
+            a.name
+        )));
+    };
+    let systemd = systemctl_user(&["disable", "--now", &s.unit]);
+    if let Err(why) = &systemd {
+        // Disabling fails when systemd is absent, or when the unit was never enabled.
+        tracing::info!("{why}");
+    }
+    for f in &s.files {
+        std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
+        println!("Removed {}", f.display());
+    }
+    match systemctl_user(&["daemon-reload"]) {
+        Ok(_) => println!("Stopped and disabled {}.", s.unit),
+        Err(why) => {
+            println!("systemd is not available here ({why}).");
+            match units::crontab_line(&s.schedule).ok().flatten() {
+                Some((line, _)) => {
+                    println!("If you added it to your crontab, remove this line (`crontab -e`):");
+                    println!("{line}");
+                }
+                None => println!(
+                    "If you start `offload watch` at login, remove it from your startup programs."
+                ),
+            }
+        }
+    }
+    Ok(0)
+}
