@@ -9,6 +9,7 @@ mod commands;
 mod commit;
 mod config;
 mod error;
+mod filter;
 mod media;
 mod plan;
 mod report;
@@ -69,6 +70,7 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Verify(args)) => commands::verify::run(&args),
         Some(Command::Reindex(args)) => commands::reindex::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
+        Some(Command::Export(args)) => commands::export::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         #[cfg(feature = "sim")]
         Some(Command::Sim(cmd)) => commands::sim::run(cmd),

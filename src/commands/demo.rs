@@ -86,6 +86,7 @@ fn demo(args: &DemoArgs) -> Result<u8> {
     let opts = Options {
         dest: &dest,
         template: Template::parse(DEFAULT_TEMPLATE).expect("default template parses"),
+        filter: crate::filter::Filter::default(),
         dry_run: false,
         json: false,
     };

@@ -2,6 +2,7 @@
 pub mod backup;
 pub mod demo;
 pub mod devices;
+pub mod export;
 pub mod reindex;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -157,7 +157,7 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
 
 /// Hashes a file as it is on the disk, not as the page cache remembers it: clean cached
 /// pages are dropped before reading, so a bit flipped on the medium is seen.
-fn hash_from_disk(
+pub(crate) fn hash_from_disk(
     path: &std::path::Path,
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64),
