@@ -577,7 +577,11 @@ impl Catalog {
 
     /// The store path and hash of what this source last had under `remote_path`, if it
     /// was backed up (the still of a Live Photo whose motion half comes later).
-    pub fn stored_sighting(&self, source_id: i64, remote_path: &str) -> Result<Option<(String, String)>> {
+    pub fn stored_sighting(
+        &self,
+        source_id: i64,
+        remote_path: &str,
+    ) -> Result<Option<(String, String)>> {
         Ok(self
             .conn
             .query_row(

@@ -146,7 +146,8 @@ impl<'a> Batch<'a> {
             }
         }
         let look = |with_meta: bool| {
-            let found = with_meta.then(|| media::inspect(&copied.temp, entry.file_name(), entry.mtime));
+            let found =
+                with_meta.then(|| media::inspect(&copied.temp, entry.file_name(), entry.mtime));
             let categories = media::classify(&Clues {
                 path: &entry.path,
                 head: Some(&copied.head),
@@ -198,9 +199,9 @@ impl<'a> Batch<'a> {
             self.sightings.push((entry, hex, tags));
             return Ok(Outcome::Duplicate);
         }
-        let date = found.map(|f| f.date).unwrap_or_else(|| {
-            media::capture_date(&copied.temp, entry.file_name(), entry.mtime)
-        });
+        let date = found
+            .map(|f| f.date)
+            .unwrap_or_else(|| media::capture_date(&copied.temp, entry.file_name(), entry.mtime));
         let wanted = self.template.render(&Fields {
             device: &self.device_name,
             date: date.local,

@@ -320,8 +320,11 @@ mod tests {
 
     #[test]
     fn words_and_plurals() {
-        let f = Filter::from_args(&args(&["Photos", "videos", "favourites", "album:Trip"], &[]))
-            .unwrap();
+        let f = Filter::from_args(&args(
+            &["Photos", "videos", "favourites", "album:Trip"],
+            &[],
+        ))
+        .unwrap();
         assert_eq!(
             f.only,
             [
@@ -332,8 +335,13 @@ mod tests {
             ]
         );
         let e = Filter::from_args(&args(&["pictures"], &[])).unwrap_err();
-        assert!(e.contains("pictures") && e.contains("screen-recording"), "{e}");
-        assert!(Filter::from_args(&FilterArgs::default()).unwrap().is_empty());
+        assert!(
+            e.contains("pictures") && e.contains("screen-recording"),
+            "{e}"
+        );
+        assert!(Filter::from_args(&FilterArgs::default())
+            .unwrap()
+            .is_empty());
         let bad = FilterArgs {
             since: Some("2024-06".into()),
             until: Some("2024-05".into()),

@@ -143,7 +143,8 @@ pub fn cloud_message(cloud: &[CloudOnly]) -> Option<String> {
     }
     let videos = cloud.iter().filter(|c| c.kind == "video").count();
     let photos = cloud.len() - videos;
-    let count = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let what = match (photos, videos) {
         (p, 0) => count(p, "photo", "photos"),
         (0, v) => count(v, "video", "videos"),

@@ -126,7 +126,7 @@ pub fn cloud_records(entries: &[Entry]) -> Vec<CloudOnly> {
     entries.iter().map(cloud_record).collect()
 }
 
-fn cloud_record(e: &Entry) -> CloudOnly {
+pub fn cloud_record(e: &Entry) -> CloudOnly {
     CloudOnly {
         path: e.path.clone(),
         kind: if e.facts.is_video { "video" } else { "photo" }.into(),
@@ -437,6 +437,14 @@ fn copy_source(
                         progress.advance(n)
                     })
                 }
+                // A file the library knows that will not even open is an original left
+                // in iCloud (the phone lists a placeholder): reported as such, not as a
+                // failure. A read that fails later is a failure like any other.
+                Err(SourceError::File(why)) if entry.facts.in_library => {
+                    tracing::info!("{} is only in iCloud: {why}", entry.path);
+                    cloud.push(cloud_record(entry));
+                    continue;
+                }
                 Err(e) => Err(CopyError::Source(e)),
             };
             match copied {
@@ -451,12 +459,6 @@ fn copy_source(
                 Err(CopyError::Source(SourceError::Gone(why))) => {
                     report.interrupted = Some(why);
                     break;
-                }
-                // A file the library knows that will not open is an original left in
-                // iCloud (the phone lists a placeholder): reported as such, not a failure.
-                Err(CopyError::Source(SourceError::File(why))) if entry.facts.in_library => {
-                    tracing::info!("{} is only in iCloud: {why}", entry.path);
-                    cloud.push(cloud_record(entry));
                 }
                 Err(CopyError::Source(e)) => {
                     progress.println(&format!("failed: {}: {e}", entry.path));

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, CloudOnly, StoredFile, CATALOG_FILE};
 use crate::cli::{ExportArgs, HeicTarget};
-use crate::commands::backup::cloud_records;
+use crate::commands::backup::{cloud_record, cloud_records};
 use crate::commands::verify::hash_from_disk;
 use crate::commit::with_extension_of;
 use crate::error::{fail, Exit};
@@ -140,9 +140,7 @@ impl ExportDir {
 impl TempFiles for ExportDir {
     fn temp_file(&self) -> io::Result<(PathBuf, File)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .work
-            .join(format!("{}-{n}.part", std::process::id()));
+        let path = self.work.join(format!("{}-{n}.part", std::process::id()));
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -285,8 +283,10 @@ impl Exporter<'_> {
         // Read-only and without the store's lock: stored files never change once placed.
         let catalog = Catalog::open_read_only(&catalog_path)?;
         let files = catalog.stored_with_facts()?;
-        let known: Vec<(Categories, Option<jiff::civil::DateTime>)> =
-            files.iter().map(|f| (stored_categories(f), f.captured.parse().ok())).collect();
+        let known: Vec<(Categories, Option<jiff::civil::DateTime>)> = files
+            .iter()
+            .map(|f| (stored_categories(f), f.captured.parse().ok()))
+            .collect();
         let admitted: Vec<bool> = known
             .iter()
             .map(|(c, date)| match date {
@@ -340,7 +340,9 @@ impl Exporter<'_> {
             let follows = still_of(i).map(|s| files[s].path.clone());
             let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());
             let result = File::open(dest.join(&f.path)).map_err(|e| {
-                CopyError::Source(SourceError::File(format!("cannot be read from the backup: {e}")))
+                CopyError::Source(SourceError::File(format!(
+                    "cannot be read from the backup: {e}"
+                )))
             });
             let fields_category = f.category.clone();
             let device = f.device.clone();
@@ -400,7 +402,9 @@ impl Exporter<'_> {
             let mut plan = plan::plan(listing, &Default::default(), &self.filter);
             self.report.filtered += plan.filtered;
             self.report.failed.append(&mut plan.unreadable);
-            self.report.cloud_only.extend(cloud_records(&plan.cloud_only));
+            self.report
+                .cloud_only
+                .extend(cloud_records(&plan.cloud_only));
             self.report.warnings.append(&mut plan.warnings);
             self.report.warnings.extend(info.warnings.iter().cloned());
             progress.start(&info.name, plan.to_copy.len(), plan.bytes_to_copy());
@@ -428,6 +432,12 @@ impl Exporter<'_> {
         let filter = self.filter.clone();
         let template = self.template.clone();
         let written = match source.open(entry, 0) {
+            // Listed by the library but will not open: an original left in iCloud.
+            Err(SourceError::File(why)) if entry.facts.in_library => {
+                tracing::info!("{} is only in iCloud: {why}", entry.path);
+                self.report.cloud_only.push(cloud_record(entry));
+                return Ok(false);
+            }
             Err(e) => Err(CopyError::Source(e)),
             Ok(mut reader) => self.export(&mut *reader, entry.size, &entry.path, follows, |c| {
                 let found = media::inspect(&c.temp, entry.file_name(), entry.mtime);
@@ -457,13 +467,6 @@ impl Exporter<'_> {
                 })
             }),
         };
-        if let Err(CopyError::Source(SourceError::File(why))) = &written {
-            if entry.facts.in_library {
-                tracing::info!("{} is only in iCloud: {why}", entry.path);
-                self.report.cloud_only.extend(cloud_records(std::slice::from_ref(entry)));
-                return Ok(false);
-            }
-        }
         self.settle(&entry.path, is_still, written)
     }
 
@@ -515,16 +518,14 @@ impl Exporter<'_> {
                 path: from.to_string(),
                 reason: e.to_string(),
             }),
-            Err(CopyError::Dest(e)) => {
-                return Err(fail(
-                    Exit::Destination,
-                    format!(
-                        "Writing to {} failed: {e}. {} files were exported; nothing partial was kept.",
-                        self.out.root.display(),
-                        self.report.exported
-                    ),
-                ))
-            }
+            Err(CopyError::Dest(e)) => return Err(fail(
+                Exit::Destination,
+                format!(
+                    "Writing to {} failed: {e}. {} files were exported; nothing partial was kept.",
+                    self.out.root.display(),
+                    self.report.exported
+                ),
+            )),
         }
         Ok(false)
     }
@@ -571,9 +572,7 @@ impl Exporter<'_> {
                 )),
             }
         }
-        File::open(&temp)
-            .and_then(|f| f.sync_all())
-            .map_err(dest)?;
+        File::open(&temp).and_then(|f| f.sync_all()).map_err(dest)?;
         // What is on the disk, not what the cache remembers, must hash the same.
         let mut buf = vec![0u8; 1 << 20];
         let (disk_size, disk_hash) = hash_from_disk(&temp, &mut buf, &mut |_| {}).map_err(dest)?;
@@ -583,8 +582,10 @@ impl Exporter<'_> {
                 "{from} read back from the disk differs from what was written"
             ))));
         }
-        let placed = place_into(&self.out.root, &temp, &target.wanted, &hash, size, &|_| false)
-            .map_err(dest)?;
+        let placed = place_into(&self.out.root, &temp, &target.wanted, &hash, size, &|_| {
+            false
+        })
+        .map_err(dest)?;
         let name = match &placed {
             Placed::New(n) | Placed::AlreadyThere(n) => n,
         };

@@ -83,7 +83,8 @@ pub(super) fn classify(c: &Clues) -> Categories {
             }
         }
         Kind::Video => {
-            if device == Some(Category::ScreenRecording) || rules::is_screen_recording(folders, name)
+            if device == Some(Category::ScreenRecording)
+                || rules::is_screen_recording(folders, name)
             {
                 Category::ScreenRecording
             } else if device == Some(Category::Live) || c.live_pair {
@@ -119,11 +120,10 @@ pub(super) fn is_heif(head: &[u8]) -> bool {
     }
     let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let end = size.clamp(8, 4096).min(head.len());
-    let brands = head.get(8..12).into_iter().chain(
-        head.get(16..end)
-            .unwrap_or_default()
-            .chunks_exact(4),
-    );
+    let brands = head
+        .get(8..12)
+        .into_iter()
+        .chain(head.get(16..end).unwrap_or_default().chunks_exact(4));
     let mut any_hevc = false;
     for b in brands {
         if b == b"avif" || b == b"avis" {
@@ -146,9 +146,7 @@ fn is_motion_photo_content(head: &[u8]) -> bool {
         b"MotionPhoto>1<",
         b"MicroVideo>1<",
     ];
-    FLAGS
-        .iter()
-        .any(|f| head.windows(f.len()).any(|w| w == *f))
+    FLAGS.iter().any(|f| head.windows(f.len()).any(|w| w == *f))
 }
 
 fn is_screenshot(folders: &str, name: &str) -> bool {

@@ -167,7 +167,10 @@ mod tests {
         let mut block = vec![0, 0, 0, 6];
         block.extend_from_slice(b"Exif\0\0II*\0\x08\0\0\0");
         assert_eq!(exif_tiff(&block), Some(&b"II*\0\x08\0\0\0"[..]));
-        assert_eq!(exif_tiff(&[0, 0, 0, 0, b'M', b'M', 0, b'*']), Some(&b"MM\0*"[..]));
+        assert_eq!(
+            exif_tiff(&[0, 0, 0, 0, b'M', b'M', 0, b'*']),
+            Some(&b"MM\0*"[..])
+        );
         assert_eq!(exif_tiff(&[0, 0, 0, 9, 1]), None);
         assert_eq!(exif_tiff(b"junk"), None);
     }

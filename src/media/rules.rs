@@ -87,13 +87,11 @@ fn is_edited(stem: &str) -> bool {
 /// WhatsApp names its media `IMG-20240214-WA0007`, `VID-…-WA…`, `PTT-…`.
 fn is_whatsapp_name(stem: &str) -> bool {
     let upper = stem.to_ascii_uppercase();
-    upper
-        .split_once("-WA")
-        .is_some_and(|(before, digits)| {
-            before.len() >= 12
-                && !digits.is_empty()
-                && digits.bytes().take(4).all(|b| b.is_ascii_digit())
-        })
+    upper.split_once("-WA").is_some_and(|(before, digits)| {
+        before.len() >= 12
+            && !digits.is_empty()
+            && digits.bytes().take(4).all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Tags the folder (`/`-separated) and the stem (the name without its extension) give.
@@ -147,7 +145,8 @@ mod tests {
     #[test]
     fn platform_patterns() {
         use Tag::*;
-        let wa = "Android/media/com.whatsapp/WhatsApp/Media/WhatsApp Images/IMG-20240214-WA0007.jpg";
+        let wa =
+            "Android/media/com.whatsapp/WhatsApp/Media/WhatsApp Images/IMG-20240214-WA0007.jpg";
         assert_eq!(tags(wa), [Messaging]);
         assert_eq!(tags("Pictures/x/IMG-20240214-WA0007.jpg"), [Messaging]);
         assert_eq!(tags("Telegram/Telegram Images/123.jpg"), [Messaging]);
@@ -159,11 +158,20 @@ mod tests {
             tags("PhotoData/Mutations/DCIM/100APPLE/IMG_0042/Adjustments/FullSizeRender.jpg"),
             [Edited]
         );
-        assert_eq!(tags("DCIM/Camera/PXL_20240101_120000000-edited.jpg"), [Edited]);
+        assert_eq!(
+            tags("DCIM/Camera/PXL_20240101_120000000-edited.jpg"),
+            [Edited]
+        );
         assert_eq!(tags("DCIM/100APPLE/IMG_EDGE.JPG"), []);
-        assert_eq!(tags("DCIM/Camera/PXL_20240101_120000000_BURST001_COVER.jpg"), [Burst]);
+        assert_eq!(
+            tags("DCIM/Camera/PXL_20240101_120000000_BURST001_COVER.jpg"),
+            [Burst]
+        );
         assert_eq!(tags("DCIM/Camera/PANO_20240101_120000.jpg"), [Panorama]);
-        assert_eq!(tags("DCIM/Camera/PXL_20240101_120000000.PANO.jpg"), [Panorama]);
+        assert_eq!(
+            tags("DCIM/Camera/PXL_20240101_120000000.PANO.jpg"),
+            [Panorama]
+        );
         assert_eq!(tags("DCIM/Camera/VID_20240101_120000_SLOMO.mp4"), [SloMo]);
         assert_eq!(tags("DCIM/Camera/VID_20240101_TIMELAPSE.mp4"), [TimeLapse]);
         assert_eq!(tags("DCIM/Camera/IMG_20240101_120000.jpg"), []);
@@ -174,7 +182,10 @@ mod tests {
     #[test]
     fn screen_recordings_motion_photos_and_front_cameras() {
         assert!(is_screen_recording("DCIM/Screen recordings", "x.mp4"));
-        assert!(is_screen_recording("Movies", "Screen_Recording_20240101-101010.mp4"));
+        assert!(is_screen_recording(
+            "Movies",
+            "Screen_Recording_20240101-101010.mp4"
+        ));
         assert!(is_screen_recording("Movies", "screenrecord-2024.mp4"));
         assert!(is_screen_recording("DCIM/ScreenRecorder", "a.mp4"));
         assert!(!is_screen_recording("DCIM/Camera", "VID_1.mp4"));
@@ -184,7 +195,9 @@ mod tests {
         assert!(!is_motion_photo_name("IMG_MP3"));
         assert!(is_front_camera("iPhone 12 front camera 2.71mm f/2.2"));
         assert!(is_front_camera("Front"));
-        assert!(!is_front_camera("iPhone 13 Pro Max back triple camera 5.7mm f/1.5"));
+        assert!(!is_front_camera(
+            "iPhone 13 Pro Max back triple camera 5.7mm f/1.5"
+        ));
         assert!(!is_front_camera("Frontier 5000"));
     }
 }

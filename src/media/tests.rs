@@ -209,7 +209,10 @@ fn fixture_categories() {
 fn fixture_tags_and_content_only_motion_photos() {
     let Some(dir) = fixtures() else { return };
     let motion = head(&dir.join("motion-photo-pixel.MP.jpg"));
-    assert_eq!(categorize("DCIM/Camera/IMG_20230709_203633.jpg", &motion), Category::Live);
+    assert_eq!(
+        categorize("DCIM/Camera/IMG_20230709_203633.jpg", &motion),
+        Category::Live
+    );
     for (name, _, _) in expectations() {
         let path = dir.join(name);
         let found = inspect(&path, name, MTIME);

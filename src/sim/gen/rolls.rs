@@ -16,9 +16,21 @@ use crate::sim::iphone::library::{AssetSpec, Manifest, MANIFEST};
 /// Assets of [`iphone_roll`] that only iCloud holds: listed in the Photos library's
 /// manifest, absent from DCIM. (path, is a video, capture time with its offset)
 pub const ICLOUD_ONLY: &[(&str, bool, &str)] = &[
-    ("DCIM/100APPLE/IMG_0012.HEIC", false, "2024-08-10T11:00:00+02:00"),
-    ("DCIM/100APPLE/IMG_0013.HEIC", false, "2024-08-11T12:30:00+02:00"),
-    ("DCIM/100APPLE/IMG_0014.MOV", true, "2024-08-12T18:00:00+02:00"),
+    (
+        "DCIM/100APPLE/IMG_0012.HEIC",
+        false,
+        "2024-08-10T11:00:00+02:00",
+    ),
+    (
+        "DCIM/100APPLE/IMG_0013.HEIC",
+        false,
+        "2024-08-11T12:30:00+02:00",
+    ),
+    (
+        "DCIM/100APPLE/IMG_0014.MOV",
+        true,
+        "2024-08-12T18:00:00+02:00",
+    ),
 ];
 
 /// An iPhone's media root (what AFC serves as `/`): `DCIM/100APPLE/IMG_0001.JPG`...,
@@ -143,8 +155,18 @@ pub fn iphone_roll(dir: &Path) -> io::Result<Vec<RollFile>> {
     note(path, &|spec| spec.kind = Some("screenshot".into()));
     // A video, and a slo-mo only the library knows as one.
     for (path, local, s, slomo) in [
-        ("DCIM/100APPLE/IMG_0004.MOV", at(2024, 7, 4, 20, 0, 0), 12, false),
-        ("DCIM/100APPLE/IMG_0009.MOV", at(2024, 8, 1, 19, 30, 0), 13, true),
+        (
+            "DCIM/100APPLE/IMG_0004.MOV",
+            at(2024, 7, 4, 20, 0, 0),
+            12,
+            false,
+        ),
+        (
+            "DCIM/100APPLE/IMG_0009.MOV",
+            at(2024, 8, 1, 19, 30, 0),
+            13,
+            true,
+        ),
     ] {
         let when = instant(local, None, &tz);
         put(dir, path, when, |w| {

@@ -79,7 +79,11 @@ pub struct Generated {
 /// The album join table's entity number by iOS major version (Core Data renumbers its
 /// entities when the model changes).
 fn album_entity(ios_version: &str) -> i64 {
-    match ios_version.split('.').next().and_then(|m| m.parse::<u32>().ok()) {
+    match ios_version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok())
+    {
         Some(..=14) => 26,
         Some(15) => 27,
         Some(16) => 28,
@@ -117,10 +121,23 @@ fn ext_of(name: &str) -> String {
 pub fn read_manifest(root: &Path) -> Result<Manifest> {
     let p = root.join(MANIFEST);
     match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display())),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("reading {}", p.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
+}
+
+/// AFC paths of the placeholders the manifest names (iCloud-only assets with a file in
+/// DCIM that the phone will not open), whether or not the library is generated.
+pub fn placeholders(root: &Path) -> Result<Vec<String>> {
+    Ok(read_manifest(root)?
+        .assets
+        .iter()
+        .filter(|(_, a)| a.icloud && a.placeholder)
+        .map(|(p, _)| format!("/{p}"))
+        .collect())
 }
 
 /// Every regular, non-hidden file under `root/DCIM`, as `DCIM/...` paths, sorted.
@@ -174,7 +191,10 @@ pub fn generate(root: &Path, ios_version: &str) -> Result<Generated> {
     // Live Photos: a still and a `.MOV` of one stem are one asset.
     let mut by_stem: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &files {
-        let stem = f.rsplit_once('.').map_or(f.as_str(), |(s, _)| s).to_lowercase();
+        let stem = f
+            .rsplit_once('.')
+            .map_or(f.as_str(), |(s, _)| s)
+            .to_lowercase();
         by_stem.entry(stem).or_default().push(f.clone());
     }
     let mut motion_of: BTreeMap<String, String> = BTreeMap::new();
@@ -317,7 +337,9 @@ CREATE INDEX ZASSET_ZDIRECTORY_ZFILENAME ON ZASSET (ZDIRECTORY, ZFILENAME);
 }
 
 fn write_db(root: &Path, assets: &[Asset], n: i64) -> Result<()> {
-    let work = tempfile::Builder::new().prefix("offload-sim-photos-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("offload-sim-photos-")
+        .tempdir()?;
     let db = work.path().join("Photos.sqlite");
     let conn = Connection::open(&db)?;
     conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))?;
@@ -392,7 +414,13 @@ fn write_db(root: &Path, assets: &[Asset], n: i64) -> Result<()> {
                 s.hidden as i64,
                 a.kind,
                 a.subtype,
-                if a.kind == 1 { 4 } else if a.subtype == 2 { 3 } else { 1 },
+                if a.kind == 1 {
+                    4
+                } else if a.subtype == 2 {
+                    3
+                } else {
+                    1
+                },
                 s.trashed as i64,
                 a.created,
                 s.trashed.then_some(a.created + 86_400.0),
@@ -413,7 +441,11 @@ fn write_db(root: &Path, assets: &[Asset], n: i64) -> Result<()> {
                 a.size as i64,
                 a.offset_s,
                 a.file,
-                format!("GMT{:+03}{:02}", a.offset_s / 3600, (a.offset_s.abs() % 3600) / 60)
+                format!(
+                    "GMT{:+03}{:02}",
+                    a.offset_s / 3600,
+                    (a.offset_s.abs() % 3600) / 60
+                )
             ],
         )?;
         tx.execute(
@@ -447,10 +479,7 @@ fn write_db(root: &Path, assets: &[Asset], n: i64) -> Result<()> {
     }
     // An album entry in the trashed album, which a reader must ignore.
     if !assets.is_empty() {
-        tx.execute(
-            &format!("INSERT INTO Z_{n}ASSETS VALUES (3, 1, 1)"),
-            [],
-        )?;
+        tx.execute(&format!("INSERT INTO Z_{n}ASSETS VALUES (3, 1, 1)"), [])?;
     }
     tx.commit()?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -574,7 +603,12 @@ mod tests {
             }
             let assets = read_library(&copy.path().join("Photos.sqlite")).unwrap();
             let by: BTreeMap<String, _> = assets.iter().map(|a| (a.path(), a)).collect();
-            assert_eq!(by.len(), 6, "{ios}: the live MOV is no asset: {:?}", by.keys());
+            assert_eq!(
+                by.len(),
+                6,
+                "{ios}: the live MOV is no asset: {:?}",
+                by.keys()
+            );
             let one = by["DCIM/100APPLE/IMG_0001.JPG"];
             assert!(one.favorite, "{ios}: favourites live in the WAL");
             assert_eq!(one.albums, ["Best", "Summer"], "{ios}");
@@ -587,7 +621,10 @@ mod tests {
             assert_eq!(by["DCIM/100APPLE/IMG_0003.PNG"].subtype, 10);
             let slo = by["DCIM/100APPLE/IMG_0004.MOV"];
             assert_eq!((slo.kind, slo.subtype, slo.hidden), (1, 101, true));
-            assert_eq!(by["DCIM/100APPLE/IMG_0009.HEIC"].original_local, Some(false));
+            assert_eq!(
+                by["DCIM/100APPLE/IMG_0009.HEIC"].original_local,
+                Some(false)
+            );
             assert_eq!(by["DCIM/100APPLE/IMG_0010.JPG"].original_local, Some(false));
             assert_eq!(by["DCIM/100APPLE/IMG_0002.HEIC"].original_local, Some(true));
 

@@ -369,7 +369,7 @@ impl Device {
                 .placeholders
                 .into_iter()
                 .collect(),
-            PhotosDb::Keep => HashSet::new(),
+            PhotosDb::Keep => library::placeholders(&root)?.into_iter().collect(),
         };
         let (events, _) = broadcast::channel(16);
         let (attached, _) = watch::channel(true);

@@ -205,7 +205,7 @@ fn read_assets(conn: &Connection) -> Result<Vec<Asset>, Unfamiliar> {
     let all = tables(conn)?;
     let table = asset_table(&all).ok_or_else(|| {
         Unfamiliar::Schema(
-            "it has no ZASSET table: not a Photos library this version of offload knows".into(),
+            "it has no ZASSET table, a layout this version of offload does not know".into(),
         )
     })?;
     let cols = columns(conn, table)?;
@@ -526,7 +526,8 @@ pub fn apply(assets: &[Asset], listing: &mut Listing) -> Vec<(String, EntryFacts
             let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
             let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
             for ext in RENDER_EXTENSIONS {
-                let render = format!("PhotoData/Mutations/{dir}/{stem}/Adjustments/FullSizeRender.{ext}");
+                let render =
+                    format!("PhotoData/Mutations/{dir}/{stem}/Adjustments/FullSizeRender.{ext}");
                 let mut f = facts.clone();
                 // The render is a new picture: not the original's Live Photo kind.
                 f.kind = None;
@@ -559,7 +560,9 @@ impl IphoneSource {
         let dir = match tempfile::Builder::new().prefix("offload-photos-").tempdir() {
             Ok(d) => d,
             Err(e) => {
-                listing.warnings.push(warning(&format!("no temp folder for its copy: {e}")));
+                listing
+                    .warnings
+                    .push(warning(&format!("no temp folder for its copy: {e}")));
                 return Ok(());
             }
         };
@@ -572,7 +575,9 @@ impl IphoneSource {
             }
             Err(SourceError::Gone(m)) => return Err(SourceError::Gone(m)),
             Err(e) => {
-                listing.warnings.push(warning(&format!("the iPhone would not give it ({e})")));
+                listing
+                    .warnings
+                    .push(warning(&format!("the iPhone would not give it ({e})")));
                 return Ok(());
             }
         }
@@ -660,7 +665,6 @@ impl IphoneSource {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
