@@ -518,14 +518,16 @@ impl Exporter<'_> {
                 path: from.to_string(),
                 reason: e.to_string(),
             }),
-            Err(CopyError::Dest(e)) => return Err(fail(
-                Exit::Destination,
-                format!(
+            Err(CopyError::Dest(e)) => {
+                return Err(fail(
+                    Exit::Destination,
+                    format!(
                     "Writing to {} failed: {e}. {} files were exported; nothing partial was kept.",
                     self.out.root.display(),
                     self.report.exported
                 ),
-            )),
+                ))
+            }
         }
         Ok(false)
     }
