@@ -207,8 +207,8 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
     };
     let mut progress = Progress::new(args.json);
     let outcome = match &args.from_store {
-        Some(store) => ex.from_store(store, &mut progress),
-        None => ex.from_sources(args, &mut progress),
+        Some(store) => ex.export_store(store, &mut progress),
+        None => ex.export_sources(args, &mut progress),
     };
     progress.finish();
     let mut report = ex.report;
@@ -269,7 +269,7 @@ fn human(r: &ExportReport) -> String {
 impl Exporter<'_> {
     /// Exports from a backup: the catalog says what each file is, so the selection is
     /// decided before reading, exactly.
-    fn from_store(&mut self, dest: &Path, progress: &mut Progress) -> Result<()> {
+    fn export_store(&mut self, dest: &Path, progress: &mut Progress) -> Result<()> {
         let catalog_path = dest.join(META_DIR).join(CATALOG_FILE);
         if !catalog_path.exists() {
             return Err(fail(
@@ -369,7 +369,7 @@ impl Exporter<'_> {
 
     /// Exports from folders and phones, as `backup` would read them, with the
     /// selection decided before reading as far as it can be and again after.
-    fn from_sources(&mut self, args: &ExportArgs, progress: &mut Progress) -> Result<()> {
+    fn export_sources(&mut self, args: &ExportArgs, progress: &mut Progress) -> Result<()> {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         for from in &args.from {
             let s = FolderSource::open(from).map_err(source_fail)?;
@@ -411,7 +411,7 @@ impl Exporter<'_> {
             let n = plan.to_copy.len();
             for (done, item) in plan.to_copy.into_iter().enumerate() {
                 progress.current(&item.entry.path);
-                let stop = self.from_source(source.as_mut(), &info.name, &item)?;
+                let stop = self.export_entry(source.as_mut(), &info.name, &item)?;
                 progress.file_done(done + 1, n, &item.entry.path);
                 if stop {
                     return Ok(());
@@ -422,7 +422,7 @@ impl Exporter<'_> {
     }
 
     /// One file of a phone or folder. Returns true when the device went away.
-    fn from_source(&mut self, source: &mut dyn Source, device: &str, item: &Item) -> Result<bool> {
+    fn export_entry(&mut self, source: &mut dyn Source, device: &str, item: &Item) -> Result<bool> {
         let Item { entry, live } = item;
         let follows = match live {
             Some(Live::Motion { still }) => Some(still.as_str()),

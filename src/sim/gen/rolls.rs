@@ -61,8 +61,9 @@ pub fn iphone_roll(dir: &Path) -> io::Result<Vec<RollFile>> {
     };
 
     // (path, local time, lens, category, tags)
+    type Shot<'a> = (&'a str, DateTime, Option<&'a str>, Category, &'a [&'a str]);
     let front = "iPhone 12 front camera 2.71mm f/2.2";
-    let photos: &[(&str, DateTime, Option<&str>, Category, &[&str])] = &[
+    let photos: &[Shot] = &[
         (
             "DCIM/100APPLE/IMG_0001.JPG",
             at(2024, 6, 1, 9, 30, 0),

@@ -603,13 +603,10 @@ impl IphoneSource {
         };
         tracing::info!("Photos library: {} assets", assets.len());
         for (path, facts) in apply(&assets, listing) {
-            match self.stat(&path)? {
-                Some((size, mtime)) => {
-                    let mut e = Entry::new(path, size, mtime);
-                    e.facts = facts;
-                    listing.entries.push(e);
-                }
-                None => {}
+            if let Some((size, mtime)) = self.stat(&path)? {
+                let mut e = Entry::new(path, size, mtime);
+                e.facts = facts;
+                listing.entries.push(e);
             }
         }
         listing.entries.sort_by(|a, b| a.path.cmp(&b.path));
