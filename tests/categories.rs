@@ -637,6 +637,41 @@ fn icloud_only_assets_are_reported_with_the_message_and_exit_0() {
 }
 
 #[test]
+fn edits_made_in_photos_are_backed_up_beside_their_originals() {
+    let s = Scratch::new();
+    s.roll("phone", &["--kind", "iphone"]);
+    let phone = s.path("phone");
+    let mpath = phone.join("photos-manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+    m["assets"]["DCIM/100APPLE/IMG_0001.JPG"]["edited"] = true.into();
+    fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let sim = Sim::start(&s, &phone, &[]);
+    let dest = s.path("dest");
+    let r = sim.run(&s, &["backup", "--to", dest.to_str().unwrap(), "--json"]);
+    r.ok();
+    let render = "PhotoData/Mutations/DCIM/100APPLE/IMG_0001/Adjustments/FullSizeRender.jpg";
+    let mut want = roll_files();
+    want.insert(render.to_string());
+    assert_eq!(done(&dest), want);
+    let cats = categories(&dest);
+    let (category, tags) = &cats["Virtual iPhone/2024/06/IMG_E0001.jpg"];
+    assert_eq!(category, "photo");
+    assert_eq!(tags, &["album:Summer 2024", "edited", "favorite"]);
+    // The original is untouched and not "edited".
+    assert!(!cats["Virtual iPhone/2024/06/IMG_0001.JPG"]
+        .1
+        .contains(&"edited".to_string()));
+    // Selected as edits.
+    let only = s.path("only-edits");
+    sim.run(
+        &s,
+        &["backup", "--to", only.to_str().unwrap(), "--only", "edited"],
+    )
+    .ok();
+    assert_eq!(done(&only), [render.to_string()].into());
+}
+
+#[test]
 fn a_missing_locked_or_unfamiliar_library_costs_one_warning() {
     let s = Scratch::new();
     s.roll("phone", &["--kind", "iphone"]);

@@ -57,7 +57,8 @@ pub struct AssetSpec {
     pub date: Option<String>,
     /// The lens, as ZEXTENDEDATTRIBUTES keeps it ("iPhone 12 front camera 2.71mm f/2.2").
     pub lens: Option<String>,
-    /// Edited in Photos (ZHASADJUSTMENTS).
+    /// Edited in Photos (ZHASADJUSTMENTS): a render is written under
+    /// `PhotoData/Mutations/<dir>/<stem>/Adjustments/FullSizeRender.<ext>` if missing.
     pub edited: bool,
 }
 
@@ -178,6 +179,36 @@ pub fn generate(root: &Path, ios_version: &str) -> Result<Generated> {
                 std::fs::write(&p, vec![0u8; 2048])?;
             }
             generated.placeholders.push(format!("/{path}"));
+        }
+    }
+    // Edits: Photos keeps the original and writes the render beside its library.
+    for (path, spec) in &manifest.assets {
+        let original = root.join(path);
+        if !spec.edited || !original.is_file() {
+            continue;
+        }
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
+        let render_ext = match ext.to_ascii_lowercase().as_str() {
+            "mov" | "mp4" => "mov",
+            "heic" => "heic",
+            _ => "jpg",
+        };
+        let render = root.join(format!(
+            "PhotoData/Mutations/{dir}/{stem}/Adjustments/FullSizeRender.{render_ext}"
+        ));
+        if !render.exists() {
+            std::fs::create_dir_all(render.parent().expect("has a folder"))?;
+            // The same picture, changed: readers ignore bytes after a JPEG's end.
+            let mut bytes = std::fs::read(&original)?;
+            bytes.extend_from_slice(b"offload sim: edited render");
+            std::fs::write(&render, bytes)?;
+            if let Ok(t) = std::fs::metadata(&original).and_then(|m| m.modified()) {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&render)?
+                    .set_modified(t)?;
+            }
         }
     }
     let mut files = dcim_files(root)?;
