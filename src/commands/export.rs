@@ -330,7 +330,7 @@ impl Exporter<'_> {
         }
         let template = self.template.clone();
         let total: u64 = selected.iter().map(|i| files[*i].size).sum();
-        progress.start("backup", selected.len(), total);
+        progress.start(&dest.display().to_string(), selected.len(), total);
         let n = selected.len();
         for (done, i) in selected.into_iter().enumerate() {
             let f = &files[i];

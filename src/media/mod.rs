@@ -215,6 +215,12 @@ pub fn classify(clues: &Clues) -> Categories {
     category::classify(clues)
 }
 
+/// True when a lens or camera model names the front camera
+/// ("iPhone 12 front camera 2.71mm f/2.2").
+pub fn is_front_camera(lens: &str) -> bool {
+    rules::is_front_camera(lens)
+}
+
 /// True when `head` starts a HEIF/HEIC still image (what `--convert-heic` converts).
 pub fn is_heif(head: &[u8]) -> bool {
     category::is_heif(head)

@@ -24,7 +24,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{timed, IphoneSource};
-use crate::media::{Category, Tag};
+use crate::media::{self, Category, Tag};
 use crate::source::{Entry, EntryFacts, Listing, Skipped, Source, SourceError};
 
 /// The library, relative to the AFC root (the media folder).
@@ -99,9 +99,7 @@ impl Asset {
             (self.hidden, Tag::Hidden),
             (self.burst, Tag::Burst),
             (
-                self.lens
-                    .as_deref()
-                    .is_some_and(|l| l.to_ascii_lowercase().contains("front")),
+                self.lens.as_deref().is_some_and(media::is_front_camera),
                 Tag::Selfie,
             ),
         ] {
