@@ -4,10 +4,16 @@
 //! Tables (documented in the README; a user can open them with `sqlite3`):
 //! - `sources`: every phone or folder ever backed up (`key` is the stable device id).
 //! - `files`: every stored file once, by content hash, with its store path, capture
-//!   date (and where that date came from) and category.
+//!   date (and where that date came from), primary category and, for the halves of a
+//!   Live Photo, the hash of its still (`live_pair`).
+//! - `file_tags`: the tags of each stored file (favorite, burst, album:NAME...).
 //! - `sightings`: where each content was seen: (source, remote path, size, mtime) →
 //!   hash. A listing entry whose key is here is skipped without reading a byte.
 //! - `runs`: one row per source per backup run, with its counts and result.
+//! - `cloud_only`: per source, what its library lists but only iCloud holds, as last seen.
+//!
+//! Changes to the schema are additive (new tables, new nullable columns), so that a
+//! catalog written by an older `offload` opens, and gains them on its first write.
 //!
 //! The store is the truth; the catalog is the record and the speed-up. Every change of
 //! a batch is one transaction, made after the files it names are durable in the store.
@@ -39,7 +45,7 @@ CREATE TABLE IF NOT EXISTS files (
     path_key    TEXT NOT NULL UNIQUE,   -- path, NFC and lower-cased: case twins never share a name
     captured    TEXT NOT NULL,          -- local wall-clock time of capture, ISO 8601
     date_source TEXT NOT NULL,          -- exif | quicktime | filename | mtime
-    category    TEXT NOT NULL,          -- photo | video | screenshot | raw | other
+    category    TEXT NOT NULL,          -- photo | video | screenshot | screen-recording | raw | live | other
     source_id   INTEGER NOT NULL REFERENCES sources(id),
     added_at    TEXT NOT NULL
 );
@@ -78,7 +84,62 @@ CREATE TABLE IF NOT EXISTS deletions (
 );
 CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
 CREATE INDEX IF NOT EXISTS runs_source ON runs(source_id, id);
+CREATE TABLE IF NOT EXISTS file_tags (
+    hash        TEXT NOT NULL REFERENCES files(hash),
+    tag         TEXT NOT NULL,          -- edited, burst, selfie, slo-mo, ..., album:NAME
+    PRIMARY KEY (hash, tag)
+);
+CREATE INDEX IF NOT EXISTS file_tags_tag ON file_tags(tag);
+CREATE TABLE IF NOT EXISTS cloud_only (
+    source_id   INTEGER NOT NULL REFERENCES sources(id),
+    remote_path TEXT NOT NULL,          -- where the original would be on the phone
+    kind        TEXT NOT NULL,          -- photo | video
+    captured    TEXT,                   -- local time of the shot, as the library says
+    last_seen   TEXT NOT NULL,
+    PRIMARY KEY (source_id, remote_path)
+);
 ";
+
+/// Columns added to tables of earlier catalogs: (table, column, definition).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // The still's hash, on both halves of a Live Photo.
+    ("files", "live_pair", "TEXT"),
+];
+
+/// Creates what is missing: tables, indexes and added columns. Idempotent.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    for (table, column, definition) in ADDED_COLUMNS {
+        if !has_column(conn, table, column)? {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    for n in names {
+        if n?.eq_ignore_ascii_case(column) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn has_table(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
 
 /// Name of the catalog file inside `.offload/`.
 pub const CATALOG_FILE: &str = "catalog.sqlite";
@@ -96,6 +157,33 @@ pub struct NewFile<'a> {
     pub captured: &'a str,
     pub date_source: &'a str,
     pub category: &'a str,
+    /// Tag names ([`crate::media::Tag::name`]).
+    pub tags: &'a [String],
+    /// For either half of a Live Photo: the hash of its still.
+    pub live_pair: Option<&'a str>,
+}
+
+/// A file the library lists that only iCloud holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct CloudOnly {
+    pub path: String,
+    /// `photo` or `video`.
+    pub kind: String,
+    pub captured: Option<String>,
+}
+
+/// A stored file with what is known of it, for `offload export --from-store`.
+#[derive(Clone, Debug)]
+pub struct StoredFile {
+    pub hash: String,
+    pub size: u64,
+    pub path: String,
+    pub captured: String,
+    pub category: String,
+    pub tags: Vec<String>,
+    pub live_pair: Option<String>,
+    /// The `{device}` folder of the source that brought it.
+    pub device: String,
 }
 
 /// A sighting to record: this source holds this content under this key.
@@ -104,6 +192,9 @@ pub struct Sighting<'a> {
     pub size: u64,
     pub mtime: i64,
     pub hash: &'a str,
+    /// Tags this source gives the content (added to the file's: a favourite on one
+    /// phone is a favourite).
+    pub tags: &'a [String],
 }
 
 /// Counts of one run, for the `runs` table.
@@ -126,7 +217,11 @@ pub struct SourceStatus {
     pub files: u64,
     pub bytes: u64,
     pub categories: Vec<(String, u64)>,
+    /// Files per tag (favorite, album:NAME...).
+    pub tags: Vec<(String, u64)>,
     pub last_run: Option<LastRun>,
+    /// What the phone's library listed, at the last run, that only iCloud holds.
+    pub cloud_only: Vec<CloudOnly>,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,7 +259,7 @@ impl Catalog {
         // NORMAL in WAL is consistent after a crash; a lost last transaction only means
         // the next run re-reads those files and adopts the copies already in the store.
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
-        conn.execute_batch(SCHEMA)
+        migrate(&conn)
             .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
         Ok(Catalog { conn })
     }
@@ -183,7 +278,7 @@ impl Catalog {
     /// An empty in-memory catalog (a dry run against a store that does not exist yet).
     pub fn in_memory() -> Result<Catalog> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Catalog { conn })
     }
 
@@ -295,8 +390,11 @@ impl Catalog {
         let tx = self.conn.transaction()?;
         {
             let mut add_file = tx.prepare_cached(
-                "INSERT INTO files(hash, size, path, path_key, captured, date_source, category, source_id, added_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO files(hash, size, path, path_key, captured, date_source, category, source_id, added_at, live_pair)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            let mut add_tag = tx.prepare_cached(
+                "INSERT INTO file_tags(hash, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )?;
             for f in files {
                 add_file.execute(params![
@@ -308,8 +406,12 @@ impl Catalog {
                     f.date_source,
                     f.category,
                     source_id,
-                    t
+                    t,
+                    f.live_pair
                 ])?;
+                for tag in f.tags {
+                    add_tag.execute(params![f.hash, tag])?;
+                }
             }
             let mut add_sighting = tx.prepare_cached(
                 "INSERT INTO sightings(source_id, remote_path, size, mtime, hash, first_seen, last_seen)
@@ -325,6 +427,9 @@ impl Catalog {
                     s.hash,
                     t
                 ])?;
+                for tag in s.tags {
+                    add_tag.execute(params![s.hash, tag])?;
+                }
             }
         }
         tx.commit()?;
@@ -412,6 +517,20 @@ impl Catalog {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            let tags = if has_table(&self.conn, "file_tags")? {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT tag, count(*) FROM file_tags WHERE hash IN
+                     (SELECT DISTINCT hash FROM sightings WHERE source_id = ?1)
+                     GROUP BY tag ORDER BY count(*) DESC, tag",
+                )?;
+                let rows = stmt.query_map([id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let cloud_only = self.cloud_only(id)?;
             let last_run = self
                 .conn
                 .query_row(
@@ -436,10 +555,120 @@ impl Catalog {
                 files: files as u64,
                 bytes: bytes as u64,
                 categories,
+                tags,
                 last_run,
+                cloud_only,
             });
         }
         Ok(out)
+    }
+
+    /// What the source's library listed, at its last run, that only iCloud holds.
+    pub fn cloud_only(&self, source_id: i64) -> Result<Vec<CloudOnly>> {
+        if !has_table(&self.conn, "cloud_only")? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT remote_path, kind, captured FROM cloud_only WHERE source_id = ?1
+             ORDER BY remote_path",
+        )?;
+        let rows = stmt.query_map([source_id], |r| {
+            Ok(CloudOnly {
+                path: r.get(0)?,
+                kind: r.get(1)?,
+                captured: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records what a run found only in iCloud. A run that saw the whole library
+    /// (`complete`) replaces the source's list; a filtered one only adds to it.
+    pub fn record_cloud_only(
+        &mut self,
+        source_id: i64,
+        found: &[CloudOnly],
+        complete: bool,
+    ) -> Result<()> {
+        let t = now();
+        let tx = self.conn.transaction()?;
+        if complete {
+            tx.execute("DELETE FROM cloud_only WHERE source_id = ?1", [source_id])?;
+        }
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO cloud_only(source_id, remote_path, kind, captured, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO UPDATE SET kind = excluded.kind, captured = excluded.captured,
+                 last_seen = excluded.last_seen",
+            )?;
+            for c in found {
+                add.execute(params![source_id, c.path, c.kind, c.captured, t])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The store path and hash of what this source last had under `remote_path`, if it
+    /// was backed up (the still of a Live Photo whose motion half comes later).
+    pub fn stored_sighting(
+        &self,
+        source_id: i64,
+        remote_path: &str,
+    ) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT f.path, f.hash FROM sightings s JOIN files f ON f.hash = s.hash
+                 WHERE s.source_id = ?1 AND s.remote_path = ?2
+                 ORDER BY s.last_seen DESC LIMIT 1",
+                params![source_id, remote_path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Every stored file with its date, category, tags, pair and device folder, by path.
+    pub fn stored_with_facts(&self) -> Result<Vec<StoredFile>> {
+        let pair = if has_column(&self.conn, "files", "live_pair")? {
+            "f.live_pair"
+        } else {
+            "NULL"
+        };
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT f.hash, f.size, f.path, f.captured, f.category, {pair}, src.folder
+             FROM files f JOIN sources src ON src.id = f.source_id ORDER BY f.path"
+        ))?;
+        let mut files: Vec<StoredFile> = stmt
+            .query_map([], |r| {
+                Ok(StoredFile {
+                    hash: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    path: r.get(2)?,
+                    captured: r.get(3)?,
+                    category: r.get(4)?,
+                    live_pair: r.get(5)?,
+                    device: r.get(6)?,
+                    tags: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if has_table(&self.conn, "file_tags")? {
+            let mut tags: std::collections::HashMap<String, Vec<String>> = Default::default();
+            let mut stmt = self
+                .conn
+                .prepare("SELECT hash, tag FROM file_tags ORDER BY hash, tag")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (h, t) = row?;
+                tags.entry(h).or_default().push(t);
+            }
+            for f in &mut files {
+                f.tags = tags.remove(&f.hash).unwrap_or_default();
+            }
+        }
+        Ok(files)
     }
 
     /// Stored files to verify: (path, size, hash), all of them or those seen on the
@@ -518,6 +747,12 @@ impl Catalog {
                 now()
             ],
         )?;
+        for tag in f.tags {
+            self.conn.execute(
+                "INSERT INTO file_tags(hash, tag) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![f.hash, tag],
+            )?;
+        }
         Ok(n == 1)
     }
 
@@ -621,12 +856,15 @@ mod tests {
             captured: "2024-01-02T03:04:05",
             date_source: "exif",
             category: "photo",
+            tags: &["favorite".to_string()],
+            live_pair: None,
         };
         let s = Sighting {
             remote_path: "DCIM/A.jpg",
             size: 3,
             mtime: 7,
             hash: "aa",
+            tags: &[],
         };
         c.record(sid, &[f], &[s]).unwrap();
         assert!(c
@@ -654,9 +892,57 @@ mod tests {
         let x = st.iter().find(|s| s.id == "folder:/x").unwrap();
         assert_eq!(x.files, 1);
         assert_eq!(x.categories, vec![("photo".to_string(), 1)]);
+        assert_eq!(x.tags, vec![("favorite".to_string(), 1)]);
         assert_eq!(x.last_run.as_ref().unwrap().result, "ok");
         let other = st.iter().find(|s| s.id != "folder:/x").unwrap();
         assert_eq!((other.files, other.last_run.is_none()), (0, true));
+    }
+
+    #[test]
+    fn a_catalog_from_before_tags_opens_and_gains_them() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(CATALOG_FILE);
+        {
+            // The schema as the first release wrote it.
+            let old = Connection::open(&path).unwrap();
+            let first: String = SCHEMA
+                .split("CREATE TABLE IF NOT EXISTS file_tags")
+                .next()
+                .unwrap()
+                .to_string();
+            old.execute_batch(&first).unwrap();
+            old.execute_batch(
+                "INSERT INTO sources(key, kind, name, folder, first_seen, last_seen)
+                 VALUES ('folder:/o', 'folder', 'o', 'o', 't', 't');
+                 INSERT INTO files(hash, size, path, path_key, captured, date_source, category, source_id, added_at)
+                 VALUES ('h', 1, 'o/a.jpg', 'o/a.jpg', '2024-01-01T00:00:00', 'exif', 'photo', 1, 't');",
+            )
+            .unwrap();
+        }
+        // Read-only (status) on the old schema: no tags, no iCloud list, no error.
+        let ro = Catalog::open_read_only(&path).unwrap();
+        let st = ro.status().unwrap();
+        assert!(st[0].tags.is_empty() && st[0].cloud_only.is_empty());
+        assert_eq!(ro.stored_with_facts().unwrap()[0].live_pair, None);
+        drop(ro);
+        let mut c = Catalog::open(&path, true).unwrap();
+        assert!(has_column(&c.conn, "files", "live_pair").unwrap());
+        c.record_cloud_only(
+            1,
+            &[CloudOnly {
+                path: "DCIM/100APPLE/IMG_9.HEIC".into(),
+                kind: "photo".into(),
+                captured: None,
+            }],
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.cloud_only(1).unwrap().len(), 1);
+        c.record_cloud_only(1, &[], true).unwrap();
+        assert!(c.cloud_only(1).unwrap().is_empty());
+        // Opening again changes nothing.
+        drop(c);
+        Catalog::open(&path, true).unwrap();
     }
 
     #[test]
@@ -672,6 +958,8 @@ mod tests {
             captured: "2024-01-01T00:00:00",
             date_source: "mtime",
             category: "photo",
+            tags: &[],
+            live_pair: None,
         };
         c.record(sid, &[mk("h1", "p/A.jpg")], &[]).unwrap();
         assert!(c.record(sid, &[mk("h2", "p/a.jpg")], &[]).is_err());

@@ -34,8 +34,12 @@ pub enum Command {
     /// Copy what is new from a camera roll to the backup drive.
     #[command(after_help = EXIT_CODES)]
     Backup(BackupArgs),
-    /// Per source: last backup, files and bytes stored, counts per category.
+    /// Per source: last backup, files and bytes stored, counts per category, what is
+    /// only in iCloud.
     Status(StatusArgs),
+    /// Copy a selection (from the phones, a folder or a backup) into a plain folder.
+    #[command(after_help = EXIT_CODES)]
+    Export(ExportArgs),
     /// The phones connected now, and why one cannot be read.
     Devices(DevicesArgs),
     /// Re-read the whole backup from the disk and compare every file with its hash.
@@ -104,6 +108,9 @@ pub struct BackupArgs {
     #[arg(long, value_name = "TEMPLATE")]
     pub template: Option<String>,
 
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
     /// Plan and report; write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -142,7 +149,7 @@ Exit codes:
 pub enum ScheduleCommand {
     /// Add a schedule: systemd user units that run `offload backup` (or `offload watch`
     /// for --on-plug), enabled at once. Without systemd, prints the crontab line.
-    Add(ScheduleAddArgs),
+    Add(Box<ScheduleAddArgs>),
     /// The schedules offload made, and whether each is enabled.
     List(ScheduleListArgs),
     /// Stop, disable and delete a schedule's units.
@@ -217,6 +224,93 @@ pub struct DoctorArgs {
     #[command(flatten)]
     pub dest: DestArgs,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which files a backup or an export takes. Files left out are not marked as backed
+/// up: a later run without the filter copies them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only these categories or tags, a comma list: photo (Live Photos included),
+    /// video, screenshot, screen-recording, raw, live, other; edited, burst, selfie,
+    /// slo-mo, time-lapse, panorama, messaging, download, favorite, hidden, album:NAME.
+    #[arg(long, value_name = "CATS", value_delimiter = ',')]
+    pub only: Vec<String>,
+
+    /// Leave out these categories or tags (same words as --only).
+    #[arg(long, value_name = "CATS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM (the local
+    /// time of the shot).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+
+    /// Taken on or before DATE (the whole year, month or day it names).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+
+    /// Only files in this album of the phone's library (iPhone). May be repeated.
+    #[arg(long, value_name = "NAME")]
+    pub album: Vec<String>,
+
+    /// Only the phone's favourites (iPhone).
+    #[arg(long)]
+    pub favorites: bool,
+}
+
+/// The format `--convert-heic` converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeicTarget {
+    Jpeg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The folder to copy into (created if missing). It stays a plain folder: no catalog.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+
+    /// Export from an offload backup (through its catalog) instead of the phones.
+    #[arg(long, value_name = "DEST", conflicts_with_all = ["from", "phones", "device"])]
+    pub from_store: Option<PathBuf>,
+
+    /// Export from a folder holding a camera roll. Without --from or --from-store,
+    /// from every connected phone.
+    #[arg(long, value_name = "PATH")]
+    pub from: Vec<PathBuf>,
+
+    /// Export from the connected phones too when --from is given.
+    #[arg(long)]
+    pub phones: bool,
+
+    /// Only the phone with this serial, UDID or name.
+    #[arg(long, value_name = "SERIAL|NAME")]
+    pub device: Option<String>,
+
+    /// Android: also take WhatsApp, Telegram and Signal media.
+    #[arg(long)]
+    pub include_app_media: bool,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Where files go inside DIR (default {year}/{month}/{name}). Tokens: {device}
+    /// {year} {month} {day} {category} {name} {stem} {ext} {hash8}.
+    #[arg(long, value_name = "TEMPLATE", conflicts_with = "flat")]
+    pub template: Option<String>,
+
+    /// Every file directly in DIR (the template {name}).
+    #[arg(long)]
+    pub flat: bool,
+
+    /// Convert HEIC/HEIF photos, keeping their capture date and orientation (needs a
+    /// build with the cargo feature `heic`).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub convert_heic: Option<HeicTarget>,
+
+    /// Print one JSON object instead of the human summary.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,6 +7,11 @@
 //! The order (data sync → rename → folder sync → catalog) means a crash at any instant
 //! leaves either a temp file (swept next run) or a complete file under its final name
 //! (adopted next run if the catalog missed it), never a partial file under a final name.
+//!
+//! Each file is dated and categorised here, from its copy, and the selection is decided
+//! again with what the copy revealed: a file outside it is dropped and not recorded, so
+//! that a later run copies it. The motion half of a Live Photo follows its still: kept
+//! or dropped with it, and named with its stem in its folder.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -14,9 +19,11 @@ use std::io;
 use anyhow::Result;
 
 use crate::catalog::{Catalog, NewFile, Sighting};
-use crate::media;
+use crate::filter::{DateKnown, Filter, Known};
+use crate::media::{self, Categories, Clues};
+use crate::plan::{Item, Live};
 use crate::source::Entry;
-use crate::store::names::clash_key;
+use crate::store::names::{clash_key, sanitize_component, split_ext};
 use crate::store::template::{Fields, Template};
 use crate::store::{Placed, Store};
 use crate::transfer::Copied;
@@ -32,7 +39,22 @@ struct Pending {
     wanted: String,
     captured: String,
     date_source: media::DateSource,
-    category: media::Category,
+    categories: Categories,
+    tags: Vec<String>,
+    /// The still's remote path, for the motion half of a Live Photo.
+    follows: Option<String>,
+    /// The still of a Live Photo.
+    is_still: bool,
+    /// The still's hash, for either half of a Live Photo.
+    live_pair: Option<String>,
+}
+
+/// What became of the still of a Live Photo in this run, for its motion half.
+struct Still {
+    kept: bool,
+    hash: String,
+    /// Its store path, once placed (or found stored).
+    placed: Option<String>,
 }
 
 /// What happened to a file handed to the batch.
@@ -42,6 +64,8 @@ pub enum Outcome {
     Queued,
     /// The content is already stored (under this path, or queued in this batch).
     Duplicate,
+    /// Outside the selection once read: dropped, not recorded, left for a later run.
+    Filtered,
 }
 
 /// A file stored by a flush, for reporting.
@@ -56,14 +80,18 @@ pub struct Batch<'a> {
     store: &'a Store,
     catalog: &'a mut Catalog,
     template: &'a Template,
+    filter: &'a Filter,
     device_name: String,
     source_id: i64,
     pending: Vec<Pending>,
+    /// Stills of Live Photos seen in this run, by remote path.
+    stills: HashMap<String, Still>,
     pending_bytes: u64,
     /// Hashes queued in this batch, so that a second copy within the batch is a duplicate.
     queued_hashes: HashSet<blake3::Hash>,
-    /// Sightings of duplicates, recorded with the batch (their content may be queued).
-    sightings: Vec<(Entry, String)>,
+    /// Sightings of duplicates, recorded with the batch (their content may be queued),
+    /// with the tags this source gives them.
+    sightings: Vec<(Entry, String, Vec<String>)>,
 }
 
 impl<'a> Batch<'a> {
@@ -71,6 +99,7 @@ impl<'a> Batch<'a> {
         store: &'a Store,
         catalog: &'a mut Catalog,
         template: &'a Template,
+        filter: &'a Filter,
         device_name: &str,
         source_id: i64,
     ) -> Batch<'a> {
@@ -78,33 +107,113 @@ impl<'a> Batch<'a> {
             store,
             catalog,
             template,
+            filter,
             device_name: device_name.to_string(),
             source_id,
             pending: Vec::new(),
+            stills: HashMap::new(),
             pending_bytes: 0,
             queued_hashes: HashSet::new(),
             sightings: Vec::new(),
         }
     }
 
-    /// Takes a freshly copied file. A duplicate's temp file is dropped at once; new
-    /// content gets its date, category and wanted name, and waits for the flush.
-    pub fn add(&mut self, copied: Copied, entry: Entry) -> Result<Outcome> {
+    /// Takes a freshly copied file: dates and categorises it from its copy, decides the
+    /// selection again, then drops a duplicate's temp file at once or queues new
+    /// content for the flush under its wanted name.
+    pub fn add(&mut self, copied: Copied, item: Item) -> Result<Outcome> {
+        let Item { entry, live } = item;
         let hex = copied.hash.to_hex().to_string();
-        if self.queued_hashes.contains(&copied.hash) || self.catalog.path_of_hash(&hex)?.is_some() {
+        let duplicate =
+            self.queued_hashes.contains(&copied.hash) || self.catalog.path_of_hash(&hex)?.is_some();
+        let still_path = match &live {
+            Some(Live::Motion { still }) => Some(still.clone()),
+            _ => None,
+        };
+        if let Some(still) = &still_path {
+            if !self.stills.contains_key(still) {
+                // Stored by an earlier run: its name and hash are in the catalog.
+                if let Some((path, hash)) = self.catalog.stored_sighting(self.source_id, still)? {
+                    self.stills.insert(
+                        still.clone(),
+                        Still {
+                            kept: true,
+                            hash,
+                            placed: Some(path),
+                        },
+                    );
+                }
+            }
+        }
+        let look = |with_meta: bool| {
+            let found =
+                with_meta.then(|| media::inspect(&copied.temp, entry.file_name(), entry.mtime));
+            let categories = media::classify(&Clues {
+                path: &entry.path,
+                head: Some(&copied.head),
+                lens: found.as_ref().and_then(|f| f.lens.as_deref()),
+                device_kind: entry.facts.kind,
+                device_tags: &entry.facts.tags,
+                live_pair: live.is_some(),
+            });
+            (found, categories)
+        };
+        // A duplicate needs no date unless the selection asks for one.
+        let (found, categories) = look(!duplicate || !self.filter.is_empty());
+        let keep = match still_path.as_ref().and_then(|s| self.stills.get(s)) {
+            // The motion half goes where its still goes.
+            Some(still) => still.kept,
+            None => found.as_ref().is_none_or(|f| {
+                self.filter.admits(&Known {
+                    categories: &categories,
+                    date: DateKnown::Exact(f.date.local),
+                    read: true,
+                    library: entry.facts.in_library,
+                })
+            }),
+        };
+        let is_still = matches!(live, Some(Live::Still { .. }));
+        if is_still {
+            self.stills.insert(
+                entry.path.clone(),
+                Still {
+                    kept: keep,
+                    hash: hex.clone(),
+                    placed: None,
+                },
+            );
+        }
+        let tags = categories.tag_names();
+        if !keep {
             std::fs::remove_file(&copied.temp)?;
-            self.sightings.push((entry, hex));
+            return Ok(Outcome::Filtered);
+        }
+        if duplicate {
+            std::fs::remove_file(&copied.temp)?;
+            if is_still {
+                let placed = self.catalog.path_of_hash(&hex)?;
+                if let Some(s) = self.stills.get_mut(&entry.path) {
+                    s.placed = placed;
+                }
+            }
+            self.sightings.push((entry, hex, tags));
             return Ok(Outcome::Duplicate);
         }
-        let date = media::capture_date(&copied.temp, entry.name(), entry.mtime);
-        let category = media::categorize(&entry.path, &copied.head);
+        let date = found
+            .map(|f| f.date)
+            .unwrap_or_else(|| media::capture_date(&copied.temp, entry.file_name(), entry.mtime));
         let wanted = self.template.render(&Fields {
             device: &self.device_name,
             date: date.local,
-            category: category.as_str(),
-            name: entry.name(),
+            category: categories.primary.as_str(),
+            name: entry.file_name(),
             hash: &copied.hash,
         });
+        let live_pair = match (&live, &still_path) {
+            (Some(Live::Still { .. }), _) => Some(hex.clone()),
+            (_, Some(s)) => self.stills.get(s).map(|st| st.hash.clone()),
+            _ => None,
+        };
         self.queued_hashes.insert(copied.hash);
         self.pending_bytes += copied.size;
         // The head was only needed for the category; do not hold it for the whole batch.
@@ -118,7 +227,11 @@ impl<'a> Batch<'a> {
             wanted,
             captured: date.local.to_string(),
             date_source: date.source,
-            category,
+            categories,
+            tags,
+            follows: still_path,
+            is_still,
+            live_pair,
         });
         Ok(Outcome::Queued)
     }
@@ -152,15 +265,29 @@ impl<'a> Batch<'a> {
                 // On a catalog error, call the name taken: a suffix is harmless.
                 placed_keys.contains(&key) || catalog.name_taken(&key).unwrap_or(true)
             };
+            // The motion half of a Live Photo takes its still's folder and stem (suffix
+            // included), so that the pair stays a pair on the drive.
+            let beside_still = p
+                .follows
+                .as_ref()
+                .and_then(|s| self.stills.get(s))
+                .and_then(|s| s.placed.as_deref())
+                .map(|still| with_extension_of(still, p.entry.file_name()));
+            let wanted = beside_still.as_deref().unwrap_or(&p.wanted);
             let name = match self.store.place(
                 &p.copied.temp,
-                &p.wanted,
+                wanted,
                 &p.copied.hash,
                 p.copied.size,
                 &taken,
             )? {
                 Placed::New(n) | Placed::AlreadyThere(n) => n,
             };
+            if p.is_still {
+                if let Some(s) = self.stills.get_mut(&p.entry.path) {
+                    s.placed = Some(name.clone());
+                }
+            }
             placed_keys.insert(clash_key(&name));
             placed.push((i, name));
         }
@@ -185,7 +312,9 @@ impl<'a> Batch<'a> {
                     path_key: &keys[i],
                     captured: &p.captured,
                     date_source: p.date_source.as_str(),
-                    category: p.category.as_str(),
+                    category: p.categories.primary.as_str(),
+                    tags: &p.tags,
+                    live_pair: p.live_pair.as_deref(),
                 }
             })
             .collect();
@@ -198,13 +327,15 @@ impl<'a> Batch<'a> {
                 size: p.entry.size,
                 mtime: p.entry.mtime,
                 hash: h,
+                tags: &[],
             })
             .collect();
-        sightings.extend(self.sightings.iter().map(|(e, h)| Sighting {
+        sightings.extend(self.sightings.iter().map(|(e, h, tags)| Sighting {
             remote_path: &e.path,
             size: e.size,
             mtime: e.mtime,
             hash: h,
+            tags,
         }));
         self.catalog
             .record(self.source_id, &new_files, &sightings)?;
@@ -222,5 +353,32 @@ impl<'a> Batch<'a> {
         self.queued_hashes.clear();
         self.sightings.clear();
         Ok(stored)
+    }
+}
+
+/// `dir/IMG_0002~1a2b3c4d.HEIC` and `IMG_0002.MOV` → `dir/IMG_0002~1a2b3c4d.MOV`: the
+/// still's store path with the extension of `name` (made safe).
+pub(crate) fn with_extension_of(still: &str, name: &str) -> String {
+    let (dir, still_name) = match still.rfind('/') {
+        Some(i) => (&still[..=i], &still[i + 1..]),
+        None => ("", still),
+    };
+    let (stem, _) = split_ext(still_name);
+    let own = sanitize_component(name);
+    let (_, ext) = split_ext(&own);
+    format!("{dir}{stem}{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn motion_halves_take_the_stills_name() {
+        assert_eq!(
+            with_extension_of("Phone/2024/06/IMG_0002~1a2b3c4d.HEIC", "IMG_0002.MOV"),
+            "Phone/2024/06/IMG_0002~1a2b3c4d.MOV"
+        );
+        assert_eq!(with_extension_of("IMG_1.JPG", "IMG_1.mov"), "IMG_1.mov");
     }
 }

@@ -10,6 +10,7 @@ mod commands;
 mod commit;
 mod config;
 mod error;
+mod filter;
 mod media;
 mod notify;
 mod plan;
@@ -88,6 +89,7 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::Config(args)) => commands::config::run(&args),
         Some(Command::FreeUp(args)) => commands::free_up::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
+        Some(Command::Export(args)) => commands::export::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         #[cfg(feature = "sim")]
         Some(Command::Sim(cmd)) => commands::sim::run(cmd),

@@ -1,44 +1,200 @@
 //! Planning: which listed files need copying. Joins a source's listing with what the
 //! catalog has seen from that source, so that a file backed up before is skipped
-//! without reading a byte of it.
+//! without reading a byte of it, and applies the selection (`--only`, `--since`...)
+//! as far as it can be decided before reading (see `filter.rs`).
+//!
+//! Live Photo pairs are planned as one: the still decides for both halves, the
+//! motion half is copied right after its still, and neither is left without the other
+//! by a filter.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use crate::filter::{DateKnown, Filter, Known};
+use crate::media::{self, Categories, Clues, DateSource};
 use crate::source::{Entry, Listing, Skipped};
+
+/// A file's part in a Live Photo pair; each names the other half's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Live {
+    Still { motion: String },
+    Motion { still: String },
+}
+
+/// One file to copy.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub entry: Entry,
+    pub live: Option<Live>,
+}
+
+impl Item {
+    /// The still this file is the motion half of, if it is one.
+    pub fn still(&self) -> Option<&str> {
+        match &self.live {
+            Some(Live::Motion { still }) => Some(still),
+            _ => None,
+        }
+    }
+}
 
 /// What one source's run will do.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Files to read and copy, in listing order.
-    pub to_copy: Vec<Entry>,
+    /// Files to read and copy, in listing order, the motion half of a Live Photo right
+    /// after its still.
+    pub to_copy: Vec<Item>,
     /// Files whose (path, size, mtime) were backed up before.
     pub already_backed_up: u64,
+    /// Left for a later run by the selection (not recorded as backed up).
+    pub filtered: u64,
     /// Left out by rule, with the reason.
     pub skipped: Vec<Skipped>,
     /// Could not even be listed: reported as failures.
     pub unreadable: Vec<Skipped>,
+    /// Selected files whose original is only in iCloud: reported, never read.
+    pub cloud_only: Vec<Entry>,
+    /// The listing's warnings, passed on.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
     pub fn bytes_to_copy(&self) -> u64 {
-        self.to_copy.iter().map(|e| e.size).sum()
+        self.to_copy.iter().map(|i| i.entry.size).sum()
     }
 }
 
-/// Splits `listing` into what is new and what was seen before. A file whose size or
-/// mtime changed since is new again: its content is read, and stored if it is new.
-pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>) -> Plan {
+/// What is known of an entry before reading it: its categories (name, folder, the
+/// library's facts) and a first idea of its date.
+pub fn known_before_reading(entry: &Entry, live_pair: bool) -> (Categories, DateKnown) {
+    let categories = media::classify(&Clues {
+        path: &entry.path,
+        device_kind: entry.facts.kind,
+        device_tags: &entry.facts.tags,
+        live_pair,
+        ..Clues::default()
+    });
+    let date = match entry.facts.captured {
+        Some(d) => DateKnown::Exact(d),
+        None => {
+            let d = media::date_before_reading(entry.file_name(), entry.mtime);
+            match d.source {
+                DateSource::Mtime => DateKnown::NotAfter(d.local),
+                _ => DateKnown::Near(d.local),
+            }
+        }
+    };
+    (categories, date)
+}
+
+/// Splits `listing` into what is new and selected, what was seen before, and what the
+/// selection leaves for later. A file whose size or mtime changed since is new again:
+/// its content is read, and stored if it is new.
+pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filter) -> Plan {
     let mut p = Plan {
         skipped: listing.skipped,
         unreadable: listing.unreadable,
+        warnings: listing.warnings,
         ..Plan::default()
     };
-    for e in listing.entries {
-        // The lookup key borrows nothing from the set's owned strings, so build it once.
+    let entries = listing.entries;
+    let mut live: HashMap<usize, Live> = HashMap::new();
+    for (s, m) in media::live_pairs(entries.iter().map(|e| e.path.as_str())) {
+        let still = &entries[s].facts;
+        // The library knows better than names: a still it says is not live has no pair.
+        if still.in_library && still.kind != Some(media::Category::Live) {
+            continue;
+        }
+        live.insert(
+            s,
+            Live::Still {
+                motion: entries[m].path.clone(),
+            },
+        );
+        live.insert(
+            m,
+            Live::Motion {
+                still: entries[s].path.clone(),
+            },
+        );
+    }
+    let index: HashMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    let admitted: Vec<bool> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (categories, date) = known_before_reading(e, live.contains_key(&i));
+            filter.admits(&Known {
+                categories: &categories,
+                date,
+                read: e.facts.cloud_only,
+                library: e.facts.in_library,
+            })
+        })
+        .collect();
+    // A pair is selected by its still.
+    let decision = |i: usize| match live.get(&i) {
+        Some(Live::Motion { still }) => admitted[index[still]],
+        _ => admitted[i],
+    };
+
+    let mut new: Vec<Option<Item>> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        // The key borrows nothing from the set's owned strings, so build it once.
         if seen.contains(&(e.path.clone(), e.size, e.mtime)) {
             p.already_backed_up += 1;
+            new.push(None);
+        } else if !decision(i) {
+            p.filtered += 1;
+            new.push(None);
+        } else if e.facts.cloud_only {
+            p.cloud_only.push(e);
+            new.push(None);
         } else {
-            p.to_copy.push(e);
+            new.push(Some(Item {
+                entry: e,
+                live: live.get(&i).cloned(),
+            }));
+        }
+    }
+    // Listing order, each motion half moved right behind its still.
+    let mut motion_of: HashMap<usize, usize> = HashMap::new();
+    for (i, item) in new.iter().enumerate() {
+        if let Some(still) = item.as_ref().and_then(Item::still) {
+            let s = index[still];
+            if new[s].is_some() {
+                motion_of.insert(s, i);
+            }
+        }
+    }
+    let followers: HashSet<usize> = motion_of.values().copied().collect();
+    let mut slots: Vec<Option<Item>> = new;
+    for i in 0..slots.len() {
+        if followers.contains(&i) {
+            continue;
+        }
+        if let Some(item) = slots[i].take() {
+            p.to_copy.push(item);
+            if let Some(m) = motion_of.get(&i) {
+                if let Some(motion) = slots[*m].take() {
+                    p.to_copy.push(motion);
+                }
+            }
+        }
+    }
+    for e in listing.cloud_only {
+        let (categories, date) = known_before_reading(&e, false);
+        let known = Known {
+            categories: &categories,
+            date,
+            read: true,
+            library: true,
+        };
+        if filter.admits(&known) {
+            p.cloud_only.push(e);
         }
     }
     p
@@ -47,13 +203,14 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::FilterArgs;
 
     fn entry(path: &str, size: u64, mtime: i64) -> Entry {
-        Entry {
-            path: path.into(),
-            size,
-            mtime,
-        }
+        Entry::new(path, size, mtime)
+    }
+
+    fn paths(p: &Plan) -> Vec<&str> {
+        p.to_copy.iter().map(|i| i.entry.path.as_str()).collect()
     }
 
     #[test]
@@ -68,14 +225,87 @@ mod tests {
             ],
             ..Listing::default()
         };
-        let p = plan(listing, &seen);
+        let p = plan(listing, &seen, &Filter::default());
         assert_eq!(p.already_backed_up, 1);
         let left: Vec<_> = p
             .to_copy
             .iter()
-            .map(|e| (e.path.as_str(), e.size, e.mtime))
+            .map(|i| (i.entry.path.as_str(), i.entry.size, i.entry.mtime))
             .collect();
         assert_eq!(left, [("b", 3, 20), ("b2", 2, 20), ("a", 1, 11)]);
         assert_eq!(p.bytes_to_copy(), 6);
+    }
+
+    #[test]
+    fn live_pairs_travel_together_behind_their_still() {
+        let listing = Listing {
+            entries: vec![
+                entry("DCIM/100APPLE/IMG_0002.MOV", 5, 1),
+                entry("DCIM/100APPLE/IMG_0001.JPG", 1, 1),
+                entry("DCIM/100APPLE/IMG_0002.HEIC", 2, 1),
+                entry("DCIM/100APPLE/IMG_0004.MOV", 3, 1),
+            ],
+            ..Listing::default()
+        };
+        let p = plan(listing, &HashSet::new(), &Filter::default());
+        assert_eq!(
+            paths(&p),
+            [
+                "DCIM/100APPLE/IMG_0001.JPG",
+                "DCIM/100APPLE/IMG_0002.HEIC",
+                "DCIM/100APPLE/IMG_0002.MOV",
+                "DCIM/100APPLE/IMG_0004.MOV"
+            ]
+        );
+        assert_eq!(
+            p.to_copy[2].live,
+            Some(Live::Motion {
+                still: "DCIM/100APPLE/IMG_0002.HEIC".into()
+            })
+        );
+        assert_eq!(p.to_copy[3].live, None);
+
+        // `--only photo` takes a Live Photo whole, and leaves the plain video.
+        let only_photos = Filter::from_args(&FilterArgs {
+            only: vec!["photo".into()],
+            ..FilterArgs::default()
+        })
+        .unwrap();
+        let listing = Listing {
+            entries: vec![
+                entry("DCIM/100APPLE/IMG_0002.HEIC", 2, 1),
+                entry("DCIM/100APPLE/IMG_0002.MOV", 5, 1),
+                entry("DCIM/100APPLE/IMG_0004.MOV", 3, 1),
+            ],
+            ..Listing::default()
+        };
+        let p = plan(listing, &HashSet::new(), &only_photos);
+        assert_eq!(
+            paths(&p),
+            ["DCIM/100APPLE/IMG_0002.HEIC", "DCIM/100APPLE/IMG_0002.MOV"]
+        );
+        assert_eq!(p.filtered, 1);
+    }
+
+    #[test]
+    fn cloud_only_files_are_reported_not_copied() {
+        let mut e = entry("DCIM/100APPLE/IMG_0009.HEIC", 10, 1);
+        e.facts.in_library = true;
+        e.facts.cloud_only = true;
+        let mut absent = entry("DCIM/100APPLE/IMG_0010.MOV", 0, 1);
+        absent.facts = e.facts.clone();
+        absent.facts.is_video = true;
+        let listing = Listing {
+            entries: vec![e, entry("DCIM/100APPLE/IMG_0001.JPG", 1, 1)],
+            cloud_only: vec![absent],
+            ..Listing::default()
+        };
+        let p = plan(listing, &HashSet::new(), &Filter::default());
+        assert_eq!(paths(&p), ["DCIM/100APPLE/IMG_0001.JPG"]);
+        let cloud: Vec<_> = p.cloud_only.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            cloud,
+            ["DCIM/100APPLE/IMG_0009.HEIC", "DCIM/100APPLE/IMG_0010.MOV"]
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::catalog::CloudOnly;
 use crate::source::detect::Blocked;
 use crate::source::{DeviceInfo, Skipped};
 use crate::store::fsinfo::human_bytes;
@@ -22,8 +23,13 @@ pub struct DeviceReport {
     pub bytes_copied: u64,
     pub already_backed_up: u64,
     pub duplicates: u64,
+    /// Left for a later run by the selection (`--only`, `--since`...).
+    pub filtered: u64,
     pub skipped: Vec<Skipped>,
     pub failed: Vec<Skipped>,
+    /// Originals the phone's library lists that only iCloud holds: not failures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cloud_only: Vec<CloudOnly>,
     /// Set when the run of this source stopped early (the phone went away).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
@@ -75,6 +81,12 @@ impl RunReport {
                 "already backed up", d.already_backed_up
             ));
             out.push_str(&format!("  {:<18} {}\n", "duplicates", d.duplicates));
+            if d.filtered > 0 {
+                out.push_str(&format!(
+                    "  {:<18} {} (not selected; left for a later run)\n",
+                    "filtered out", d.filtered
+                ));
+            }
             if !d.skipped.is_empty() {
                 let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
                 for s in &d.skipped {
@@ -93,6 +105,9 @@ impl RunReport {
                 for f in &d.failed {
                     out.push_str(&format!("    {}: {}\n", f.path, f.reason));
                 }
+            }
+            if let Some(m) = cloud_message(&d.cloud_only) {
+                out.push_str(&format!("  {m}\n"));
             }
             for w in &d.warnings {
                 out.push_str(&format!("  warning: {w}\n"));
@@ -117,6 +132,35 @@ impl RunReport {
         ));
         out
     }
+}
+
+/// "312 photos and 4 videos are only in iCloud (Optimize iPhone Storage). They cannot be
+/// copied over USB; choose 'Download and Keep Originals' on the iPhone to include them."
+/// `None` when there are none.
+pub fn cloud_message(cloud: &[CloudOnly]) -> Option<String> {
+    if cloud.is_empty() {
+        return None;
+    }
+    let videos = cloud.iter().filter(|c| c.kind == "video").count();
+    let photos = cloud.len() - videos;
+    let count =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let what = match (photos, videos) {
+        (p, 0) => count(p, "photo", "photos"),
+        (0, v) => count(v, "video", "videos"),
+        (p, v) => format!(
+            "{} and {}",
+            count(p, "photo", "photos"),
+            count(v, "video", "videos")
+        ),
+    };
+    let verb = if cloud.len() == 1 { "is" } else { "are" };
+    let them = if cloud.len() == 1 { "It" } else { "They" };
+    let it = if cloud.len() == 1 { "it" } else { "them" };
+    Some(format!(
+        "{what} {verb} only in iCloud (Optimize iPhone Storage). {them} cannot be copied over \
+         USB; choose 'Download and Keep Originals' on the iPhone to include {it}."
+    ))
 }
 
 /// Progress while copying: bars on a terminal, plain lines elsewhere (logs, cron,
@@ -209,5 +253,39 @@ impl Progress {
             current.finish_and_clear();
             overall.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloud(kinds: &[&str]) -> Vec<CloudOnly> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| CloudOnly {
+                path: format!("DCIM/100APPLE/IMG_{i:04}"),
+                kind: k.to_string(),
+                captured: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_icloud_message() {
+        let mut kinds = vec!["photo"; 312];
+        kinds.extend(["video"; 4]);
+        assert_eq!(
+            cloud_message(&cloud(&kinds)).unwrap(),
+            "312 photos and 4 videos are only in iCloud (Optimize iPhone Storage). They cannot \
+             be copied over USB; choose 'Download and Keep Originals' on the iPhone to include them."
+        );
+        assert_eq!(
+            cloud_message(&cloud(&["video"])).unwrap(),
+            "1 video is only in iCloud (Optimize iPhone Storage). It cannot be copied over USB; \
+             choose 'Download and Keep Originals' on the iPhone to include it."
+        );
+        assert!(cloud_message(&[]).is_none());
     }
 }

@@ -15,6 +15,19 @@ pub const CHUNK: usize = 1 << 20;
 /// How many leading bytes are kept for content sniffing.
 pub const HEAD: usize = 64 * 1024;
 
+/// Where temp files are made: on the destination's filesystem, so that the final rename
+/// is atomic (the store's `.offload/tmp/`, an export's hidden work folder).
+pub trait TempFiles {
+    /// A new, empty file that nothing else uses.
+    fn temp_file(&self) -> io::Result<(PathBuf, File)>;
+}
+
+impl TempFiles for Store {
+    fn temp_file(&self) -> io::Result<(PathBuf, File)> {
+        Store::temp_file(self)
+    }
+}
+
 /// A file read completely into a temp file (written and closed, not yet synced).
 pub struct Copied {
     pub temp: PathBuf,
@@ -31,7 +44,8 @@ pub enum CopyError {
     Dest(io::Error),
 }
 
-/// Streams `reader` into a new temp file of `store`, hashing as it goes.
+/// Streams `reader` into a new temp file of `store` (a store or an export folder),
+/// hashing as it goes.
 /// `expected` is the size the device announced: fewer bytes is a failed read (a
 /// truncated photo must not be recorded as backed up), more is accepted (the bytes
 /// read are what is hashed and stored). `pool` keeps chunk buffers for the next file.
@@ -39,7 +53,7 @@ pub enum CopyError {
 /// On any error the temp file is removed.
 pub fn copy(
     reader: &mut (dyn Read + Send),
-    store: &Store,
+    store: &dyn TempFiles,
     expected: u64,
     pool: &mut Vec<Vec<u8>>,
     progress: &mut dyn FnMut(u64),

@@ -205,7 +205,8 @@ fn an_iphone_is_never_written_to() {
     let s = Scratch::new();
     s.roll("iphone", &["--kind", "iphone"]);
     let dir = s.path("iphone");
-    let before = source_files(&dir);
+    let dcim = dir.join("DCIM");
+    let before = source_files(&dcim);
     let sim = iphone(&dir);
     let dest = s.path("dest");
     let d = dest.to_str().unwrap();
@@ -222,12 +223,12 @@ fn an_iphone_is_never_written_to() {
     r.ok();
     assert!(r.stdout.contains("Photos app"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("IMG_0001.JPG"),
+        r.stdout.contains("DCIM/100APPLE/IMG_0001.JPG"),
         "the verified list is printed: {}",
         r.stdout
     );
     assert_eq!(
-        source_files(&dir),
+        source_files(&dcim),
         before,
         "nothing deleted from the iPhone"
     );

@@ -8,17 +8,17 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::catalog::{Catalog, RunCounts, CATALOG_FILE};
+use crate::catalog::{Catalog, CloudOnly, RunCounts, CATALOG_FILE};
 use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
 use crate::config::{self, Dest};
 use crate::error::{fail, Exit};
-use crate::plan::{self, Plan};
+use crate::filter::Filter;
+use crate::plan::{self, Item, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
-use crate::source::Entry;
-use crate::source::{Skipped, Source, SourceError};
+use crate::source::{Entry, Skipped, Source, SourceError};
 use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
 use crate::store::{Store, StoreError};
@@ -62,6 +62,8 @@ fn space_reserve(total: u64) -> u64 {
 /// Everything a backup run needs besides its sources and destination.
 pub struct Options {
     pub template: Template,
+    /// The selection; files outside it are left for a later run.
+    pub filter: Filter,
     pub dry_run: bool,
     pub json: bool,
     /// `{device}` names for phones seen for the first time, by serial or UDID.
@@ -77,6 +79,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         .or(cfg.template.clone())
         .unwrap_or_else(|| DEFAULT_TEMPLATE.to_string());
     let template = Template::parse(&template_text).map_err(|e| fail(Exit::Usage, e.to_string()))?;
+    let filter = Filter::from_args(&args.filter).map_err(|e| fail(Exit::Usage, e))?;
 
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     for from in &args.from {
@@ -111,6 +114,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
     }
     let opts = Options {
         template,
+        filter,
         dry_run: args.dry_run,
         json: args.json,
         names: cfg.names.clone(),
@@ -159,6 +163,19 @@ pub fn backup_to_all(
 fn is_destination_error(e: &anyhow::Error) -> bool {
     e.downcast_ref::<crate::error::Fail>()
         .is_some_and(|f| f.code == Exit::Destination)
+}
+
+/// The iCloud-only files of a plan, as the report and the catalog keep them.
+pub fn cloud_records(entries: &[Entry]) -> Vec<CloudOnly> {
+    entries.iter().map(cloud_record).collect()
+}
+
+pub fn cloud_record(e: &Entry) -> CloudOnly {
+    CloudOnly {
+        path: e.path.clone(),
+        kind: if e.facts.is_video { "video" } else { "photo" }.into(),
+        captured: e.facts.captured.map(|d| d.to_string()),
+    }
 }
 
 /// The error for a run that found nothing it could read: each blocked phone's fix, or
@@ -259,17 +276,20 @@ pub fn backup(
         };
         let listing = source.list().map_err(source_fail)?;
         let seen = catalog.sightings(source_id)?;
-        let mut plan = plan::plan(listing, &seen);
+        let mut plan = plan::plan(listing, &seen, &opts.filter);
         let mut report = DeviceReport::new(&info);
         report.already_backed_up = plan.already_backed_up;
+        report.filtered = plan.filtered;
         report.skipped = std::mem::take(&mut plan.skipped);
         report.failed = std::mem::take(&mut plan.unreadable);
+        report.cloud_only = cloud_records(&plan.cloud_only);
+        report.warnings.append(&mut plan.warnings);
         if let Some(limit) = store.as_ref().and_then(|s| s.fs.max_file_size) {
             let fstype = store
                 .as_ref()
                 .map(|s| s.fs.fstype.clone())
                 .unwrap_or_default();
-            plan.to_copy.retain(|e| {
+            plan.to_copy.retain(|Item { entry: e, .. }| {
                 if e.size > limit {
                     report.failed.push(Skipped {
                         path: e.path.clone(),
@@ -332,6 +352,7 @@ pub fn backup(
                     store,
                     &mut catalog,
                     &opts.template,
+                    &opts.filter,
                     source_id,
                     &folder,
                     plan,
@@ -406,6 +427,7 @@ struct Committed {
     copied: u64,
     bytes: u64,
     duplicates: u64,
+    filtered: u64,
 }
 
 /// Copies one source's plan. Source failures are recorded in `report` (a vanished
@@ -422,6 +444,7 @@ fn copy_source(
     store: &Store,
     catalog: &mut Catalog,
     template: &Template,
+    filter: &Filter,
     source_id: i64,
     folder: &str,
     plan: Plan,
@@ -434,11 +457,11 @@ fn copy_source(
     progress.start(&name, total, plan.bytes_to_copy());
 
     let (copy_result, committed) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Copied, Entry)>(COMMIT_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Copied, Item)>(COMMIT_QUEUE);
         let catalog = &mut *catalog;
         let committer = scope.spawn(move || -> (Committed, Result<()>) {
             let mut done = Committed::default();
-            let mut batch = Batch::new(store, catalog, template, folder, source_id);
+            let mut batch = Batch::new(store, catalog, template, filter, folder, source_id);
             let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
                 for s in batch.flush()? {
                     done.copied += 1;
@@ -447,9 +470,10 @@ fn copy_source(
                 }
                 Ok(())
             };
-            for (copied, entry) in rx {
-                match batch.add(copied, entry) {
+            for (copied, item) in rx {
+                match batch.add(copied, item) {
                     Ok(Outcome::Duplicate) => done.duplicates += 1,
+                    Ok(Outcome::Filtered) => done.filtered += 1,
                     Ok(Outcome::Queued) => {}
                     Err(e) => return (done, Err(e)),
                 }
@@ -464,21 +488,31 @@ fn copy_source(
         });
 
         let mut pool = Vec::new();
+        let mut cloud = Vec::new();
         let mut result: Result<()> = Ok(());
-        for (done, entry) in plan.to_copy.into_iter().enumerate() {
+        for (done, item) in plan.to_copy.into_iter().enumerate() {
+            let entry = &item.entry;
             progress.current(&entry.path);
-            let copied = match source.open(&entry, 0) {
+            let copied = match source.open(entry, 0) {
                 Ok(mut reader) => {
                     transfer::copy(&mut *reader, store, entry.size, &mut pool, &mut |n| {
                         progress.advance(n)
                     })
+                }
+                // A file the library knows that will not even open is an original left
+                // in iCloud (the phone lists a placeholder): reported as such, not as a
+                // failure. A read that fails later is a failure like any other.
+                Err(SourceError::File(why)) if entry.facts.in_library => {
+                    tracing::info!("{} is only in iCloud: {why}", entry.path);
+                    cloud.push(cloud_record(entry));
+                    continue;
                 }
                 Err(e) => Err(CopyError::Source(e)),
             };
             match copied {
                 Ok(c) => {
                     let line = format!("copied {} ({})", entry.path, human_bytes(c.size));
-                    if tx.send((c, entry)).is_err() {
+                    if tx.send((c, item)).is_err() {
                         // The committing thread stopped on an error; it says which.
                         break;
                     }
@@ -503,11 +537,20 @@ fn copy_source(
         }
         drop(tx);
         let (committed, commit_result) = committer.join().expect("the committing thread panicked");
+        report.cloud_only.append(&mut cloud);
         (result.and(commit_result), committed)
     });
     report.copied += committed.copied;
     report.bytes_copied += committed.bytes;
     report.duplicates += committed.duplicates;
+    report.filtered += committed.filtered;
+    if copy_result.is_ok() && report.interrupted.is_none() {
+        // A run that saw the whole library replaces the list; a filtered one adds to it.
+        if let Err(e) = catalog.record_cloud_only(source_id, &report.cloud_only, filter.is_empty())
+        {
+            tracing::warn!("could not record the iCloud-only files: {e:#}");
+        }
+    }
 
     let counts = RunCounts {
         copied: report.copied,

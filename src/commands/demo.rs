@@ -65,8 +65,10 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         pixel.display()
     );
     println!(
-        "Virtual iPhone: {} files in {} (a Live Photo pair, a screenshot, a video, the \
-         100APPLE/101APPLE roll-over), served over usbmuxd/lockdown/AFC",
+        "Virtual iPhone: {} files in {} (a Live Photo pair, a screenshot, videos and a slo-mo, \
+         a selfie, a burst, favourites, a hidden photo, the album \"Summer 2024\", photos only \
+         in iCloud, the 100APPLE/101APPLE roll-over), served over usbmuxd/lockdown/AFC with \
+         its Photos library",
         i.len(),
         iphone_dir.display()
     );
@@ -85,6 +87,7 @@ fn demo(args: &DemoArgs) -> Result<u8> {
 
     let opts = Options {
         template: Template::parse(DEFAULT_TEMPLATE).expect("default template parses"),
+        filter: crate::filter::Filter::default(),
         dry_run: false,
         json: false,
         names: Default::default(),

@@ -4,6 +4,7 @@ pub mod config;
 pub mod demo;
 pub mod devices;
 pub mod doctor;
+pub mod export;
 pub mod free_up;
 pub mod reindex;
 pub mod schedule;

@@ -115,8 +115,16 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             .and_then(|t| jiff::Timestamp::try_from(t).ok())
             .map_or(0, |t| t.as_second());
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        let date = media::capture_date(&path, name, mtime);
-        let category = media::categorize(rel, &head);
+        let found = media::inspect(&path, name, mtime);
+        let date = found.date;
+        // The phone's library is not at hand: the content, the name and the lens decide.
+        let categories = media::classify(&media::Clues {
+            path: rel,
+            head: Some(&head),
+            lens: found.lens.as_deref(),
+            ..media::Clues::default()
+        });
+        let tags = categories.tag_names();
         let hash = h.finalize().to_hex().to_string();
         let captured = date.local.to_string();
         let key = clash_key(rel);
@@ -129,7 +137,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
                 path_key: &key,
                 captured: &captured,
                 date_source: date.source.as_str(),
-                category: category.as_str(),
+                category: categories.primary.as_str(),
+                tags: &tags,
+                live_pair: None,
             },
         )?;
         if added {

@@ -1,4 +1,5 @@
-//! `offload status`: per source, the last backup, what is stored, counts per category.
+//! `offload status`: per source, the last backup, what is stored, counts per category
+//! and tag, and what the phone's library holds only in iCloud.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -7,6 +8,7 @@ use crate::catalog::{Catalog, SourceStatus, CATALOG_FILE};
 use crate::cli::StatusArgs;
 use crate::config;
 use crate::error::{fail, Exit};
+use crate::report::cloud_message;
 use crate::store::fsinfo::human_bytes;
 use crate::store::META_DIR;
 
@@ -17,6 +19,9 @@ struct StatusReport {
     bytes: u64,
     sources: Vec<SourceStatus>,
 }
+
+/// iCloud-only files named one by one in the human output; `--json` has them all.
+const CLOUD_LISTED: usize = 20;
 
 pub fn run(args: &StatusArgs) -> Result<u8> {
     let cfg = config::load()?;
@@ -74,6 +79,22 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             .collect();
         if !cats.is_empty() {
             println!("  categories    {}", cats.join(", "));
+        }
+        let tags: Vec<String> = s.tags.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        if !tags.is_empty() {
+            println!("  tags          {}", tags.join(", "));
+        }
+        if let Some(m) = cloud_message(&s.cloud_only) {
+            println!("  iCloud only   {m}");
+            for c in s.cloud_only.iter().take(CLOUD_LISTED) {
+                println!("                {}", c.path);
+            }
+            if s.cloud_only.len() > CLOUD_LISTED {
+                println!(
+                    "                … and {} more (`offload status --json` lists them all)",
+                    s.cloud_only.len() - CLOUD_LISTED
+                );
+            }
         }
     }
     Ok(0)

@@ -1,7 +1,10 @@
 //! Category of a file: content first, the name only as a tie-break or when there is no
-//! content to look at.
+//! content to look at; then the device's library and the platform's patterns refine
+//! it into one primary category and tags.
 
-use super::Category;
+use std::collections::BTreeSet;
+
+use super::{rules, Categories, Category, Clues, Tag};
 
 /// What the first bytes say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,16 +47,17 @@ const VIDEO_BRANDS: &[&[u8; 4]] = &[
 /// ISO-BMFF brands of audio-only files.
 const AUDIO_BRANDS: &[&[u8; 4]] = &[b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "];
 
-/// See [`super::categorize`].
-pub(super) fn categorize(source_path: &str, head: &[u8]) -> Category {
-    let (folders, name) = match source_path.rsplit_once('/') {
+/// See [`super::classify`].
+pub(super) fn classify(c: &Clues) -> Categories {
+    let (folders, name) = match c.path.rsplit_once('/') {
         Some((folders, name)) => (folders, name),
-        None => ("", source_path),
+        None => ("", c.path),
     };
-    let ext = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => String::new(),
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, ext.to_ascii_lowercase()),
+        _ => (name, String::new()),
     };
+    let head = c.head.unwrap_or_default();
     let kind = match sniff(head) {
         Kind::Unknown => from_extension(&ext),
         Kind::Tiff if RAW_EXTENSIONS.contains(&ext.as_str()) => Kind::Raw,
@@ -62,13 +66,87 @@ pub(super) fn categorize(source_path: &str, head: &[u8]) -> Category {
         Kind::Video if ext == "mka" => Kind::Other,
         kind => kind,
     };
-    match kind {
-        Kind::Image | Kind::Tiff if is_screenshot(folders, name) => Category::Screenshot,
-        Kind::Image | Kind::Tiff => Category::Photo,
+    let device = c.device_kind;
+    let primary = match kind {
         Kind::Raw => Category::Raw,
-        Kind::Video => Category::Video,
+        Kind::Image | Kind::Tiff => {
+            if device == Some(Category::Screenshot) || is_screenshot(folders, name) {
+                Category::Screenshot
+            } else if device == Some(Category::Live)
+                || c.live_pair
+                || rules::is_motion_photo_name(stem)
+                || is_motion_photo_content(head)
+            {
+                Category::Live
+            } else {
+                Category::Photo
+            }
+        }
+        Kind::Video => {
+            if device == Some(Category::ScreenRecording)
+                || rules::is_screen_recording(folders, name)
+            {
+                Category::ScreenRecording
+            } else if device == Some(Category::Live) || c.live_pair {
+                Category::Live
+            } else {
+                Category::Video
+            }
+        }
         Kind::Other | Kind::Unknown => Category::Other,
+    };
+    let mut tags: BTreeSet<Tag> = c.device_tags.iter().cloned().collect();
+    if primary != Category::Other {
+        tags.extend(rules::tags_from_path(folders, stem));
+        if c.lens.is_some_and(rules::is_front_camera) {
+            tags.insert(Tag::Selfie);
+        }
     }
+    // A screen shows what the app drew: no camera, so no selfie or burst from its name.
+    if matches!(primary, Category::Screenshot | Category::ScreenRecording) {
+        tags.retain(|t| !matches!(t, Tag::Selfie | Tag::Burst | Tag::Panorama));
+    }
+    Categories { primary, tags }
+}
+
+/// An ISO-BMFF still image coded with HEVC (HEIC/HEIF), by its brands. AVIF is left
+/// alone: it is not what phones write, and libheif may lack its decoder.
+pub(super) fn is_heif(head: &[u8]) -> bool {
+    const HEVC: &[&[u8; 4]] = &[
+        b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1",
+    ];
+    if head.get(4..8) != Some(b"ftyp") || ftyp(head) != Kind::Image {
+        return false;
+    }
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let end = size.clamp(8, 4096).min(head.len());
+    let brands = head
+        .get(8..12)
+        .into_iter()
+        .chain(head.get(16..end).unwrap_or_default().chunks_exact(4));
+    let mut any_hevc = false;
+    for b in brands {
+        if b == b"avif" || b == b"avis" {
+            return false;
+        }
+        any_hevc |= HEVC.iter().any(|h| h.as_slice() == b);
+    }
+    any_hevc
+}
+
+/// A JPEG whose XMP says a video follows it (Google's MotionPhoto, the older MicroVideo;
+/// Samsung writes the same flag): an Android motion photo whatever its name.
+fn is_motion_photo_content(head: &[u8]) -> bool {
+    if !head.starts_with(b"\xFF\xD8\xFF") {
+        return false;
+    }
+    const FLAGS: &[&[u8]] = &[
+        b"MotionPhoto=\"1\"",
+        b"MicroVideo=\"1\"",
+        b"MotionPhoto>1<",
+        b"MicroVideo>1<",
+    ];
+    FLAGS.iter().any(|f| head.windows(f.len()).any(|w| w == *f))
 }
 
 fn is_screenshot(folders: &str, name: &str) -> bool {
@@ -176,6 +254,7 @@ fn ftyp(h: &[u8]) -> Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::categorize;
 
     fn ftyp_head(major: &[u8; 4], compatible: &[&[u8; 4]]) -> Vec<u8> {
         let size = 16 + 4 * compatible.len();
@@ -296,9 +375,14 @@ mod tests {
             categorize("Screenshot 2024-01-01 at 10.10.10.png", png),
             Category::Screenshot
         );
-        // A screen recording is a video; a folder merely containing the word is not enough.
+        // A screen recording is its own category; a folder merely containing the word is
+        // not enough.
         assert_eq!(
             categorize("Pictures/Screenshots/Screen_recording_1.mp4", &mp4),
+            Category::ScreenRecording
+        );
+        assert_eq!(
+            categorize("Pictures/Screenshots/clip.mp4", &mp4),
             Category::Video
         );
         assert_eq!(

@@ -33,17 +33,26 @@ const MAX_EXIF_CHUNK: u64 = 4 << 20;
 /// Most PNG/RIFF chunks walked looking for EXIF.
 const MAX_CHUNKS: usize = 100_000;
 
-/// The capture date stored in the file, if any.
-pub(super) fn read(path: &Path, tz: &TimeZone) -> Option<CaptureDate> {
+/// What the file's own metadata says.
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    pub date: Option<CaptureDate>,
+    /// EXIF LensModel, else the camera Model (phones name the front camera in either).
+    pub lens: Option<String>,
+}
+
+/// The capture date and lens stored in the file, as far as they can be read.
+pub(super) fn read(path: &Path, tz: &TimeZone) -> Found {
     catch_unwind(AssertUnwindSafe(|| read_inner(path, tz)))
         .ok()
         .flatten()
+        .unwrap_or_default()
 }
 
 trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
 
-fn read_inner(path: &Path, tz: &TimeZone) -> Option<CaptureDate> {
+fn read_inner(path: &Path, tz: &TimeZone) -> Option<Found> {
     let mut file = File::open(path).ok()?;
     let mut magic = [0u8; 12];
     let n = read_full(&mut file, &mut magic).ok()?;
@@ -60,19 +69,37 @@ fn read_inner(path: &Path, tz: &TimeZone) -> Option<CaptureDate> {
     };
     let source = MediaSource::seekable(reader).ok()?;
     if source.has_exif() {
-        exif_date(source)
+        exif_found(source)
     } else if source.has_track() {
-        track_date(source, tz)
+        Some(Found {
+            date: track_date(source, tz),
+            lens: None,
+        })
     } else {
         None
     }
 }
 
-/// EXIF DateTimeOriginal, as the local wall-clock time it states (OffsetTimeOriginal,
-/// when present, only says which zone that was).
-fn exif_date(source: MediaSource<Box<dyn ReadSeek>>) -> Option<CaptureDate> {
+/// EXIF DateTimeOriginal and the lens, from one parse.
+fn exif_found(source: MediaSource<Box<dyn ReadSeek>>) -> Option<Found> {
     let iter: ExifIter = MediaParser::new().parse(source).ok()?;
     let exif: Exif = iter.into();
+    let text = |tag| match exif.get(tag) {
+        Some(EntryValue::Text(t)) => Some(t.trim_matches(['\0', ' ']).to_string()),
+        _ => None,
+    };
+    let lens = text(ExifTag::LensModel)
+        .filter(|t| !t.is_empty())
+        .or_else(|| text(ExifTag::Model).filter(|t| !t.is_empty()));
+    Some(Found {
+        date: exif_date(&exif),
+        lens,
+    })
+}
+
+/// EXIF DateTimeOriginal, as the local wall-clock time it states (OffsetTimeOriginal,
+/// when present, only says which zone that was).
+fn exif_date(exif: &Exif) -> Option<CaptureDate> {
     let local = match exif.get(ExifTag::DateTimeOriginal)? {
         EntryValue::Text(text) => exif_text(text)?,
         value => {

@@ -2,11 +2,16 @@
 //!
 //! - [`capture_date`]: EXIF DateTimeOriginal, else the container's creation time, else a
 //!   date in the file name, else the source's mtime. Always gives an answer.
-//! - [`categorize`]: photo, video, screenshot, raw or other, from the content first.
+//! - [`classify`]: one primary category (photo, video, screenshot, screen-recording, raw,
+//!   live, other) and any tags (edited, burst, selfie, slo-mo, time-lapse, panorama,
+//!   messaging, download, favorite, hidden, album:NAME), from the content first, then the
+//!   device's library, the platform's folder and name patterns and the metadata.
 
 mod category;
+pub mod convert;
 mod meta;
 mod name_date;
+mod rules;
 
 use std::path::Path;
 
@@ -46,27 +51,205 @@ pub struct CaptureDate {
     pub source: DateSource,
 }
 
-/// Primary category of a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Primary category of a file: what it is, one per file.
+///
+/// A Live Photo (an iPhone still and its `.MOV`, or an Android motion photo) is `Live`,
+/// both halves alike, so that a layout by `{category}` keeps the pair in one folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Category {
     Photo,
     Video,
     Screenshot,
+    ScreenRecording,
     Raw,
+    Live,
     Other,
 }
 
 impl Category {
+    pub const ALL: [Category; 7] = [
+        Category::Photo,
+        Category::Video,
+        Category::Screenshot,
+        Category::ScreenRecording,
+        Category::Raw,
+        Category::Live,
+        Category::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Photo => "photo",
             Category::Video => "video",
             Category::Screenshot => "screenshot",
+            Category::ScreenRecording => "screen-recording",
             Category::Raw => "raw",
+            Category::Live => "live",
             Category::Other => "other",
         }
     }
+
+    /// The category named `name` (as [`Category::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// Something else true of a file besides its primary category; any number per file.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tag {
+    /// An edited render (iPhone `IMG_E0001.JPG`, `FullSizeRender.jpg`, Android `*-edited`).
+    Edited,
+    /// One frame of a burst.
+    Burst,
+    /// Taken with the front camera.
+    Selfie,
+    SloMo,
+    TimeLapse,
+    Panorama,
+    /// Received or sent through WhatsApp, Telegram or Signal.
+    Messaging,
+    /// Saved from a browser or app into a Download folder.
+    Download,
+    /// Marked as a favourite in the phone's library.
+    Favorite,
+    /// In the phone's Hidden album.
+    Hidden,
+    /// In this album of the phone's library.
+    Album(String),
+}
+
+impl Tag {
+    /// Every tag but albums, for help texts and parsing.
+    pub const FIXED: [Tag; 10] = [
+        Tag::Edited,
+        Tag::Burst,
+        Tag::Selfie,
+        Tag::SloMo,
+        Tag::TimeLapse,
+        Tag::Panorama,
+        Tag::Messaging,
+        Tag::Download,
+        Tag::Favorite,
+        Tag::Hidden,
+    ];
+
+    /// The tag as stored in the catalog and written on the command line:
+    /// `slo-mo`, `album:Holidays 2024`.
+    pub fn name(&self) -> String {
+        match self {
+            Tag::Album(a) => format!("album:{a}"),
+            fixed => fixed.fixed_name().to_string(),
+        }
+    }
+
+    fn fixed_name(&self) -> &'static str {
+        match self {
+            Tag::Edited => "edited",
+            Tag::Burst => "burst",
+            Tag::Selfie => "selfie",
+            Tag::SloMo => "slo-mo",
+            Tag::TimeLapse => "time-lapse",
+            Tag::Panorama => "panorama",
+            Tag::Messaging => "messaging",
+            Tag::Download => "download",
+            Tag::Favorite => "favorite",
+            Tag::Hidden => "hidden",
+            Tag::Album(_) => "album",
+        }
+    }
+
+    /// The tag named `name` ([`Tag::name`]'s spelling); `album:` keeps the rest verbatim.
+    pub fn parse(name: &str) -> Option<Tag> {
+        if let Some(album) = name.strip_prefix("album:") {
+            return (!album.is_empty()).then(|| Tag::Album(album.to_string()));
+        }
+        Tag::FIXED.into_iter().find(|t| t.fixed_name() == name)
+    }
+}
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// A file's primary category and its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Categories {
+    pub primary: Category,
+    pub tags: std::collections::BTreeSet<Tag>,
+}
+
+impl Categories {
+    /// Tag names, sorted, as stored in the catalog.
+    pub fn tag_names(&self) -> Vec<String> {
+        self.tags.iter().map(Tag::name).collect()
+    }
+}
+
+/// Everything known about a file when it is categorised. Before it is read only the
+/// path and what the device said are known; after the copy, its first bytes and
+/// the camera's lens too.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clues<'a> {
+    /// Path on the source, `/`-separated (folders and name both count).
+    pub path: &'a str,
+    /// Up to the first 64 KiB of content; `None` before the file is read.
+    pub head: Option<&'a [u8]>,
+    /// EXIF LensModel (or the camera model), when the file has been read.
+    pub lens: Option<&'a str>,
+    /// What the device's own library says the file is (iPhone: Photos.sqlite).
+    pub device_kind: Option<Category>,
+    /// Tags the device's library gives it.
+    pub device_tags: &'a [Tag],
+    /// Half of a Live Photo pair (a still and a `.MOV` with one stem in one folder).
+    pub live_pair: bool,
+}
+
+/// Primary category and tags from every clue there is. Content decides what a file
+/// is (never the extension alone); the device's library, the platform's folder and
+/// name patterns and the metadata refine it.
+pub fn classify(clues: &Clues) -> Categories {
+    category::classify(clues)
+}
+
+/// True when a lens or camera model names the front camera
+/// ("iPhone 12 front camera 2.71mm f/2.2").
+pub fn is_front_camera(lens: &str) -> bool {
+    rules::is_front_camera(lens)
+}
+
+/// True when `head` starts a HEIF/HEIC still image (what `--convert-heic` converts).
+pub fn is_heif(head: &[u8]) -> bool {
+    category::is_heif(head)
+}
+
+/// Live Photo pairs among the paths of one listing: a still (HEIC, HEIF, JPEG) and a
+/// QuickTime `.MOV` with the same stem (any case) in the same folder, as an iPhone
+/// stores them. Returns (still index, motion index) pairs, each path in one pair at most.
+pub fn live_pairs<'a>(paths: impl IntoIterator<Item = &'a str>) -> Vec<(usize, usize)> {
+    const STILLS: &[&str] = &["heic", "heif", "jpg", "jpeg"];
+    let mut stills: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut motions: Vec<(String, usize)> = Vec::new();
+    for (i, p) in paths.into_iter().enumerate() {
+        let Some((stem, ext)) = p.rsplit_once('.') else {
+            continue;
+        };
+        let (ext, key) = (ext.to_ascii_lowercase(), stem.to_lowercase());
+        if STILLS.contains(&ext.as_str()) {
+            stills.entry(key).or_insert(i);
+        } else if ext == "mov" {
+            motions.push((key, i));
+        }
+    }
+    let mut pairs: Vec<(usize, usize)> = motions
+        .into_iter()
+        .filter_map(|(key, m)| stills.get(&key).map(|s| (*s, m)))
+        .collect();
+    pairs.sort();
+    pairs
 }
 
 /// Capture date of the local file `path` (the copy being made), whose name on the
@@ -79,9 +262,40 @@ pub fn capture_date(path: &Path, name: &str, mtime: i64) -> CaptureDate {
 /// [`capture_date`] with an explicit local time zone, used for the times that are UTC
 /// (QuickTime, Pixel file names, mtime).
 pub fn capture_date_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> CaptureDate {
-    if let Some(found) = meta::read(path, tz) {
-        return found;
+    inspect_in(path, name, mtime, tz).date
+}
+
+/// What reading a file's metadata tells: its capture date (always an answer, as
+/// [`capture_date`] gives it) and the lens that took it, if the file says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inspected {
+    pub date: CaptureDate,
+    pub lens: Option<String>,
+}
+
+/// [`capture_date`] and the lens, from one parse of the file.
+pub fn inspect(path: &Path, name: &str, mtime: i64) -> Inspected {
+    inspect_in(path, name, mtime, &TimeZone::system())
+}
+
+fn inspect_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> Inspected {
+    let found = meta::read(path, tz);
+    let date = found
+        .date
+        .unwrap_or_else(|| date_before_reading_in(name, mtime, tz));
+    Inspected {
+        date,
+        lens: found.lens,
     }
+}
+
+/// The capture date as far as it can be told without reading the file: a date in its
+/// name, else its mtime (in the computer's zone).
+pub fn date_before_reading(name: &str, mtime: i64) -> CaptureDate {
+    date_before_reading_in(name, mtime, &TimeZone::system())
+}
+
+fn date_before_reading_in(name: &str, mtime: i64, tz: &TimeZone) -> CaptureDate {
     if let Some(local) = name_date::date_from_name_in(name, tz) {
         return CaptureDate {
             local,
@@ -95,10 +309,17 @@ pub fn capture_date_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> Ca
     }
 }
 
-/// Category from the source path (`/`-separated) and up to the first 64 KiB of content
-/// (may be empty: then the name decides). Content decides; the extension breaks ties.
+/// Primary category from the source path (`/`-separated) and up to the first 64 KiB of
+/// content (may be empty: then the name decides), with no device facts. Content
+/// decides; the extension breaks ties.
+#[cfg(test)]
 pub fn categorize(source_path: &str, head: &[u8]) -> Category {
-    category::categorize(source_path, head)
+    classify(&Clues {
+        path: source_path,
+        head: Some(head),
+        ..Clues::default()
+    })
+    .primary
 }
 
 #[cfg(test)]

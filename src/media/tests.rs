@@ -92,10 +92,11 @@ fn expectations() -> Vec<(&'static str, Want, Category)> {
             Photo,
         ),
         ("exif.png", Wall(at(2023, 7, 9, 20, 36, 33), Exif), Photo),
+        // A JPEG with an MP4 after it: a Live Photo in all but name.
         (
             "motion-photo-pixel.MP.jpg",
             Wall(at(2023, 7, 9, 20, 36, 33), Exif),
-            Photo,
+            Live,
         ),
         // SOURCES.md gives the `mvhd` time 2024-02-02 08:09:57 UTC: that is when the clip
         // was re-muxed. The iPhone's own com.apple.quicktime.creationdate says
@@ -190,7 +191,8 @@ fn fixture_categories() {
         let head = head(&dir.join(name));
         let source_path = format!("DCIM/Camera/{name}");
         assert_eq!(categorize(&source_path, &head), category, "{name}");
-        // With no content the name decides, and it agrees for these files.
+        // With no content the name decides, and it agrees for these files (the motion
+        // photo by its `.MP` name).
         let by_name = categorize(&source_path, &[]);
         let by_name_wanted = if name == "SOURCES.md" {
             Category::Other
@@ -199,6 +201,44 @@ fn fixture_categories() {
         };
         assert_eq!(by_name, by_name_wanted, "{name} by name");
     }
+}
+
+/// The motion photo is one by its content too, whatever its name; the iPhones' lenses
+/// are back cameras (no selfie); nothing in this folder carries a platform tag.
+#[test]
+fn fixture_tags_and_content_only_motion_photos() {
+    let Some(dir) = fixtures() else { return };
+    let motion = head(&dir.join("motion-photo-pixel.MP.jpg"));
+    assert_eq!(
+        categorize("DCIM/Camera/IMG_20230709_203633.jpg", &motion),
+        Category::Live
+    );
+    for (name, _, _) in expectations() {
+        let path = dir.join(name);
+        let found = inspect(&path, name, MTIME);
+        let head = head(&path);
+        let c = classify(&Clues {
+            path: &format!("DCIM/Camera/{name}"),
+            head: Some(&head),
+            lens: found.lens.as_deref(),
+            ..Clues::default()
+        });
+        assert!(c.tags.is_empty(), "{name}: {:?}", c.tags);
+    }
+    let lens = inspect(&dir.join("iphone-13-pro-max.HEIC"), "x", MTIME).lens;
+    assert_eq!(
+        lens.as_deref(),
+        Some("iPhone 13 Pro Max back triple camera 5.7mm f/1.5")
+    );
+    // The same photo, as a front camera would have described it.
+    let head = head(&dir.join("iphone-13-pro-max.HEIC"));
+    let selfie = classify(&Clues {
+        path: "DCIM/100APPLE/IMG_0001.HEIC",
+        head: Some(&head),
+        lens: Some("iPhone 13 Pro Max front camera 2.71mm f/2.2"),
+        ..Clues::default()
+    });
+    assert_eq!(selfie.tag_names(), ["selfie"]);
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct RollFile {
     pub local: DateTime,
     pub date_source: DateSource,
     pub category: Category,
+    /// Tags a backup must find (`favorite`, `album:Summer 2024`, `slo-mo`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// False for files a backup must skip: hidden files and the trash.
     pub stored: bool,
 }
@@ -90,8 +93,20 @@ pub fn write_jpeg<W: Write>(
     seed: u64,
     size: u64,
 ) -> io::Result<u64> {
+    write_jpeg_with_lens(w, date, offset, None, seed, size)
+}
+
+/// [`write_jpeg`] with an EXIF LensModel (`"iPhone 12 front camera 2.71mm f/2.2"`).
+pub fn write_jpeg_with_lens<W: Write>(
+    w: &mut W,
+    date: Option<DateTime>,
+    offset: Option<&str>,
+    lens: Option<&str>,
+    seed: u64,
+    size: u64,
+) -> io::Result<u64> {
     let mut bytes = stream(seed);
-    let image = encode_jpeg(&mut bytes, &[exif_app1(date, offset)]);
+    let image = encode_jpeg(&mut bytes, &[exif_app1(date, offset, lens)]);
     w.write_all(&image)?;
     let padding = size.saturating_sub(image.len() as u64);
     pad(w, &mut bytes, padding)?;
@@ -173,8 +188,8 @@ fn ifd(start: u32, entries: &[Entry]) -> Vec<u8> {
 
 /// The APP1 payload: `Exif\0\0`, a little-endian TIFF header, IFD0 (Make, Model,
 /// Orientation, pointer to the Exif IFD) and the Exif IFD (ExifVersion, DateTimeOriginal,
-/// OffsetTimeOriginal).
-fn exif_app1(date: Option<DateTime>, offset: Option<&str>) -> Vec<u8> {
+/// OffsetTimeOriginal, LensModel).
+fn exif_app1(date: Option<DateTime>, offset: Option<&str>, lens: Option<&str>) -> Vec<u8> {
     let ifd0 = |exif_at: u32| -> Vec<Entry> {
         vec![
             ascii(0x010F, "offload"),
@@ -192,6 +207,10 @@ fn exif_app1(date: Option<DateTime>, offset: Option<&str>) -> Vec<u8> {
     }
     if let Some(offset) = offset {
         exif.push(ascii(0x9011, offset));
+    }
+    // Tags in ascending order, as TIFF wants them.
+    if let Some(lens) = lens {
+        exif.push(ascii(0xA434, lens));
     }
     let exif_at = 8 + ifd(8, &ifd0(0)).len() as u32;
     let mut out = b"Exif\0\0II\x2A\0\x08\0\0\0".to_vec();
@@ -437,7 +456,7 @@ pub fn motion_photo(date: Option<DateTime>, seed: u64, size: usize) -> Vec<u8> {
         )
         .into_bytes()
     };
-    let exif = exif_app1(date, None);
+    let exif = exif_app1(date, None, None);
     // The XMP names the video's length, which depends on the JPEG's: the length field
     // has a fixed width, so one trial encoding gives the JPEG's final size.
     let jpeg_len = encode_jpeg(&mut stream(seed), &[exif.clone(), xmp(0)]).len();
@@ -509,6 +528,7 @@ fn file(path: &str, local: DateTime, source: DateSource, category: Category) -> 
         local,
         date_source: source,
         category,
+        tags: Vec::new(),
         stored: true,
     }
 }
@@ -613,7 +633,10 @@ pub fn demo_roll(dir: &Path) -> io::Result<Vec<RollFile>> {
         instant(local, None, &tz) + SignedDuration::from_hours(24),
         |w| w.write_all(&bytes).map(|()| bytes.len() as u64),
     )?;
-    roll.push(file(copy, local, Exif, Photo));
+    roll.push(RollFile {
+        tags: vec!["download".into()],
+        ..file(copy, local, Exif, Photo)
+    });
 
     // A Pixel motion photo: the name is UTC, EXIF has the local time (the phone at +01:00).
     let path = "DCIM/Camera/PXL_20240315_101530123.MP.jpg";
@@ -623,7 +646,7 @@ pub fn demo_roll(dir: &Path) -> io::Result<Vec<RollFile>> {
         let b = motion_photo(Some(local), s, 250_000);
         w.write_all(&b).map(|()| b.len() as u64)
     })?;
-    roll.push(file(path, local, Exif, Photo));
+    roll.push(file(path, local, Exif, Category::Live));
 
     // A Pixel photo whose EXIF has no date: the UTC time in its name, shown locally.
     let path = "DCIM/Camera/PXL_20231224_183000456.jpg";
@@ -646,7 +669,10 @@ pub fn demo_roll(dir: &Path) -> io::Result<Vec<RollFile>> {
         instant(at(2024, 2, 14, 20, 41, 7), None, &tz),
         |w| write_jpeg(w, None, None, s, 60_000),
     )?;
-    roll.push(file(path, at(2024, 2, 14, 0, 0, 0), FileName, Photo));
+    roll.push(RollFile {
+        tags: vec!["messaging".into()],
+        ..file(path, at(2024, 2, 14, 0, 0, 0), FileName, Photo)
+    });
 
     // An edited photo with no date inside or in its name: the mtime decides.
     let path = "Pictures/Edited/beach.jpg";

@@ -865,6 +865,7 @@ impl Inner {
                         path: child,
                         size: object.size,
                         mtime: self.mtime(&object),
+                        facts: Default::default(),
                     });
                 }
             }
@@ -1603,11 +1604,7 @@ mod tests {
             hash(&data),
             file_hash(&phone.file("Pictures/Screenshots/Screenshot_20240317-090000.png"))
         );
-        let missing = Entry {
-            path: format!("{STORAGE}/DCIM/Camera/gone.jpg"),
-            size: 1,
-            mtime: 0,
-        };
+        let missing = Entry::new(format!("{STORAGE}/DCIM/Camera/gone.jpg"), 1, 0);
         assert!(matches!(
             read_all(&mut source, &missing, 0),
             Err(SourceError::File(_))
@@ -1736,11 +1733,7 @@ mod tests {
         entry(&listing, "DCIM/Camera/PXL_20240315_143022123.jpg");
         assert_eq!(listing.entries.len(), 4);
         // Asked for anyway (a listing from before it broke): that file fails, alone.
-        let e = Entry {
-            path: format!("{STORAGE}/{bad}"),
-            size: 700_000,
-            mtime: 0,
-        };
+        let e = Entry::new(format!("{STORAGE}/{bad}"), 700_000, 0);
         match read_all(&mut source, &e, 0) {
             Err(SourceError::File(m)) => assert!(m.contains(bad), "{m}"),
             other => panic!("expected a File error, got {:?}", other.map(|d| d.len())),

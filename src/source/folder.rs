@@ -156,11 +156,7 @@ impl Source for FolderSource {
                 .map(|t| t.as_second())
                 .unwrap_or(0);
             self.real.insert(rel.clone(), item.path().to_path_buf());
-            listing.entries.push(Entry {
-                path: rel,
-                size: meta.len(),
-                mtime,
-            });
+            listing.entries.push(Entry::new(rel, meta.len(), mtime));
         }
         Ok(listing)
     }

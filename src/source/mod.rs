@@ -14,6 +14,8 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use crate::media::{Category, Tag};
+
 /// What kind of device a source reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +63,31 @@ pub struct DeviceInfo {
     pub warnings: Vec<String>,
 }
 
+/// What a device's own library knows about one file, beyond its listing (iPhone:
+/// Photos.sqlite). Empty for sources without a library (folders, Android), where the
+/// file rules decide alone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EntryFacts {
+    /// The library knows this file (an asset, or a resource of one such as the `.MOV`
+    /// of a Live Photo). A file it knows that cannot be opened is taken as an
+    /// iCloud-only original, not as a failure.
+    pub in_library: bool,
+    /// What the library says the file is (screenshot, screen recording, live...).
+    pub kind: Option<Category>,
+    /// Tags the library gives it (favorite, hidden, burst, slo-mo, album:NAME...).
+    pub tags: Vec<Tag>,
+    /// When the library says it was taken, as the local wall-clock time of the shot.
+    pub captured: Option<jiff::civil::DateTime>,
+    /// A video by the library's account (for the iCloud-only count).
+    pub is_video: bool,
+    /// The original is only in iCloud ("Optimize iPhone Storage"): it cannot be copied
+    /// over USB, and is reported instead of read.
+    pub cloud_only: bool,
+    /// The name to store the file under when its path's last part is not it (an edit
+    /// render `…/IMG_0042/Adjustments/FullSizeRender.jpg` is `IMG_E0042.jpg`).
+    pub name: Option<String>,
+}
+
 /// One file on a source.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -72,12 +99,30 @@ pub struct Entry {
     pub size: u64,
     /// Modification time the device reports, seconds since the Unix epoch.
     pub mtime: i64,
+    /// What the device's library knows about it (default: nothing).
+    pub facts: EntryFacts,
 }
 
 impl Entry {
-    /// The last path component: the file's own name.
+    /// An entry the device knows nothing more about.
+    pub fn new(path: impl Into<String>, size: u64, mtime: i64) -> Entry {
+        Entry {
+            path: path.into(),
+            size,
+            mtime,
+            facts: EntryFacts::default(),
+        }
+    }
+
+    /// The last path component: the file's own name on the device.
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    /// The name to store the file under: the library's name for it if it has one,
+    /// else [`Entry::name`] (untrusted either way: the store sanitises it).
+    pub fn file_name(&self) -> &str {
+        self.facts.name.as_deref().unwrap_or_else(|| self.name())
     }
 }
 
@@ -97,6 +142,12 @@ pub struct Listing {
     pub skipped: Vec<Skipped>,
     /// Objects the device listed but could not describe: reported as failures.
     pub unreadable: Vec<Skipped>,
+    /// Files the device's library lists whose original is not on the device at all
+    /// (iCloud-only): reported, never read. Their `facts.cloud_only` is set.
+    pub cloud_only: Vec<Entry>,
+    /// Things the user should know about this listing (a library that could not be
+    /// read, say), each said once.
+    pub warnings: Vec<String>,
 }
 
 /// Why a source call failed, sorted by what the caller must do about it.

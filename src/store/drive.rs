@@ -85,7 +85,9 @@ pub fn find(name: &str) -> Option<Mounted> {
 /// LABEL and UUID of a block device from `blkid -o export`.
 fn blkid(device: &Path) -> (Option<String>, Option<String>) {
     let Ok(out) = Command::new("blkid")
-        .args(["-o", "export", "-s", "LABEL", "-s", "UUID"])
+        // -p probes the superblock itself: blkid's cache can hold the label of whatever
+        // a reused loop device or card reader slot held before.
+        .args(["-p", "-o", "export", "-s", "LABEL", "-s", "UUID"])
         .arg(device)
         .output()
     else {

@@ -190,33 +190,7 @@ impl Store {
         size: u64,
         taken: &dyn Fn(&str) -> bool,
     ) -> io::Result<Placed> {
-        let hex = hash.to_hex();
-        for attempt in 0..1000u32 {
-            let candidate = match attempt {
-                0 => wanted.to_string(),
-                1 => with_suffix(wanted, &hex[..8]),
-                n => with_suffix(wanted, &format!("{}-{n}", &hex[..8])),
-            };
-            if taken(&candidate) {
-                continue;
-            }
-            let dest = self.root.join(&candidate);
-            if let Some(parent) = dest.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            if fsinfo::rename_noreplace(temp, &dest)? {
-                return Ok(Placed::New(candidate));
-            }
-            // The name exists on disk but not in the catalog: a run that stopped between
-            // its rename and its catalog commit. Same content → adopt it.
-            if same_content(&dest, size, hash)? {
-                fs::remove_file(temp)?;
-                return Ok(Placed::AlreadyThere(candidate));
-            }
-        }
-        Err(io::Error::other(format!(
-            "could not find a free name for {wanted} after 1000 tries"
-        )))
+        place_into(&self.root, temp, wanted, hash, size, taken)
     }
 
     /// Syncs the parent folders of the given store-relative paths (each once), so that
@@ -247,6 +221,47 @@ impl Store {
         all.dedup();
         all.iter().try_for_each(|d| fsinfo::sync_dir(d))
     }
+}
+
+/// [`Store::place`] for any folder `root` on the temp file's filesystem (an export
+/// folder too): the same names, the same suffixes, never a replaced file, and a file
+/// with exactly this content already under a candidate name is taken as placed.
+pub fn place_into(
+    root: &Path,
+    temp: &Path,
+    wanted: &str,
+    hash: &blake3::Hash,
+    size: u64,
+    taken: &dyn Fn(&str) -> bool,
+) -> io::Result<Placed> {
+    let hex = hash.to_hex();
+    for attempt in 0..1000u32 {
+        let candidate = match attempt {
+            0 => wanted.to_string(),
+            1 => with_suffix(wanted, &hex[..8]),
+            n => with_suffix(wanted, &format!("{}-{n}", &hex[..8])),
+        };
+        if taken(&candidate) {
+            continue;
+        }
+        let dest = root.join(&candidate);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if fsinfo::rename_noreplace(temp, &dest)? {
+            return Ok(Placed::New(candidate));
+        }
+        // The name exists on disk but not in the catalog: a run that stopped between
+        // its rename and its catalog commit (or, in an export, an earlier export).
+        // Same content → adopt it.
+        if same_content(&dest, size, hash)? {
+            fs::remove_file(temp)?;
+            return Ok(Placed::AlreadyThere(candidate));
+        }
+    }
+    Err(io::Error::other(format!(
+        "could not find a free name for {wanted} after 1000 tries"
+    )))
 }
 
 /// Every regular file in the store outside `.offload/`, as store-relative paths,

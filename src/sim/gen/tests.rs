@@ -361,8 +361,10 @@ fn motion_photos_are_jpeg_then_mp4() {
     );
     assert_eq!(
         categorize("DCIM/Camera/PXL_20240315_101530123.MP.jpg", &bytes),
-        Category::Photo
+        Category::Live
     );
+    // By its content alone, too.
+    assert_eq!(categorize("DCIM/Camera/x.jpg", &bytes), Category::Live);
 }
 
 #[test]

@@ -71,6 +71,8 @@ struct OpenFile {
     file: File,
     afc_path: String,
     pos: u64,
+    /// Part of the Photos library (`/PhotoData/...`): counted apart, no faults.
+    library: bool,
 }
 
 /// One reply.
@@ -121,7 +123,11 @@ async fn run(dev: &Device, mut sock: TcpStream) {
         }
         // `--unplug-after-bytes`: the phone goes once the bytes that reached the limit are sent.
         if let Some(limit) = dev.cfg.unplug_after_bytes {
-            if op == OP_READ && dev.lock().stats.bytes_served >= limit {
+            let roll_read = op == OP_READ
+                && u64_at(&hp, 0)
+                    .and_then(|fd| files.get(&fd))
+                    .is_some_and(|f| !f.library);
+            if roll_read && dev.lock().stats.bytes_served >= limit {
                 dev.detach();
                 return;
             }
@@ -336,14 +342,24 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
             if real.is_dir() {
                 return Reply::Status(E_OBJECT_IS_DIR);
             }
+            let canonical = canonical(raw);
+            // An optimised original: listed in DCIM, but its bytes are in iCloud.
+            if dev.placeholders.contains(&canonical) {
+                return Reply::Status(E_OBJECT_NOT_FOUND);
+            }
             let Ok(file) = File::open(&real) else {
                 return Reply::Status(E_PERM_DENIED);
             };
+            let library = canonical.starts_with("/PhotoData/");
             let fd = {
                 let mut inner = dev.lock();
                 let fd = inner.next_fd;
                 inner.next_fd += 1;
-                inner.stats.file_opens += 1;
+                if library {
+                    inner.stats.library_opens += 1;
+                } else {
+                    inner.stats.file_opens += 1;
+                }
                 dev.write_stats(&inner.stats);
                 fd
             };
@@ -354,6 +370,7 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
                     file,
                     afc_path,
                     pos: 0,
+                    library,
                 },
             );
             Reply::U64(OP_FILE_OPEN_RES, fd)
@@ -369,7 +386,7 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
                 return Reply::Status(E_READ_ERROR);
             }
             let mut len = len.min(MAX_READ);
-            {
+            if !f.library {
                 let mut inner = dev.lock();
                 let served = inner.stats.bytes_served;
                 if let Some(limit) = dev.cfg.unplug_after_bytes {
@@ -400,7 +417,11 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
                 tokio::time::sleep(Duration::from_secs_f64(got as f64 / (kbps as f64 * 1000.0)))
                     .await;
             }
-            dev.count(|s| s.bytes_served += got as u64);
+            if f.library {
+                dev.count(|s| s.library_bytes += got as u64);
+            } else {
+                dev.count(|s| s.bytes_served += got as u64);
+            }
             Reply::Data(buf)
         }
         OP_FILE_SEEK => {
@@ -439,6 +460,16 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
         0x04 | 0x16 | 0x19 | 0x1A | 0x1D => Reply::Status(E_OP_NOT_SUPPORTED),
         _ => Reply::Status(E_UNKNOWN_PACKET_TYPE),
     }
+}
+
+/// `DCIM//100APPLE/./x` → `/DCIM/100APPLE/x`.
+fn canonical(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for p in normalize(raw) {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(&p));
+    }
+    out
 }
 
 fn is_unreadable(dev: &Device, afc_path: &str) -> bool {

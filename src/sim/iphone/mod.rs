@@ -13,6 +13,7 @@
 
 mod afc;
 mod crypto;
+pub mod library;
 mod lockdown;
 mod usbmux;
 
@@ -39,6 +40,16 @@ pub enum TrustState {
     Untrusted,
     /// Trusted, but locked after a reboot: sessions and pairing are refused until unlocked.
     Locked,
+}
+
+/// What to do with the served folder's Photos library at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PhotosDb {
+    /// Write `PhotoData/Photos.sqlite` (+ `-wal`, `-shm`) for the files in DCIM and the
+    /// manifest `photos-manifest.json` beside them, replacing what is there.
+    Generate,
+    /// Serve `PhotoData/` as it is (none, a damaged one, one from elsewhere).
+    Keep,
 }
 
 /// Options of `offload sim iphone` (also the in-process configuration).
@@ -71,6 +82,9 @@ pub struct IphoneArgs {
     pub product_type: String,
     #[arg(long, default_value = "17.5.1")]
     pub ios_version: String,
+    /// The Photos library: generated for DCIM and the manifest, or kept as it is.
+    #[arg(long, value_enum, default_value = "generate")]
+    pub photos_db: PhotosDb,
     /// Fault: after this many AFC file bytes served in total, the phone is unplugged.
     #[arg(long)]
     pub unplug_after_bytes: Option<u64>,
@@ -109,6 +123,7 @@ impl IphoneArgs {
             name: "Virtual iPhone".into(),
             product_type: "iPhone12,1".into(),
             ios_version: "17.5.1".into(),
+            photos_db: PhotosDb::Generate,
             unplug_after_bytes: None,
             drop_connection_after_bytes: None,
             unreadable: Vec::new(),
@@ -120,13 +135,17 @@ impl IphoneArgs {
     }
 }
 
-/// Counters that tests read to prove what a client did.
+/// Counters that tests read to prove what a client did. `file_opens` and
+/// `bytes_served` count the camera roll's files (what a backup copies); reads of the
+/// Photos library under `/PhotoData` are counted apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     pub file_opens: u64,
     pub bytes_served: u64,
     pub pairs: u64,
     pub sessions: u64,
+    pub library_opens: u64,
+    pub library_bytes: u64,
 }
 
 /// `offload sim iphone`: serves until the process is stopped.
@@ -236,6 +255,8 @@ struct Device {
     device_public_pem: String,
     /// AFC paths (with leading `/`) → files under `root`.
     overlay: Vec<(String, PathBuf)>,
+    /// AFC paths (with leading `/`) listed but refused on open: iCloud placeholders.
+    placeholders: HashSet<String>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
     attached: watch::Sender<bool>,
@@ -342,6 +363,14 @@ impl Device {
             };
             overlay.push((afc, real));
         }
+        let placeholders = match cfg.photos_db {
+            PhotosDb::Generate => library::generate(&root, &cfg.ios_version)
+                .with_context(|| format!("generating the Photos library of {}", root.display()))?
+                .placeholders
+                .into_iter()
+                .collect(),
+            PhotosDb::Keep => library::placeholders(&root)?.into_iter().collect(),
+        };
         let (events, _) = broadcast::channel(16);
         let (attached, _) = watch::channel(true);
         let device = Device {
@@ -353,6 +382,7 @@ impl Device {
             wifi_mac,
             root,
             overlay,
+            placeholders,
             inner: Mutex::new(inner),
             events,
             attached,

@@ -8,7 +8,7 @@
 //!
 //! Everything is blocking: each source owns a small tokio runtime and `block_on`s it.
 
-// Nothing outside the tests calls this module yet: `offload backup`/`devices` wire it in.
+pub mod photos_db;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -336,12 +336,16 @@ impl Source for IphoneSource {
     }
 
     /// Lists `/DCIM` recursively (the originals; `PhotoData` holds no originals). Paths
-    /// are the AFC paths without the leading slash, verbatim from the device.
+    /// are the AFC paths without the leading slash, verbatim from the device. Then the
+    /// Photos library adds what it knows (see [`photos_db`]).
     fn list(&mut self) -> Result<Listing, SourceError> {
         let mut attempt = 0;
         loop {
             match self.rt.block_on(self.conn.list()) {
-                Ok(l) => return Ok(l),
+                Ok(mut l) => {
+                    self.read_photos_library(&mut l)?;
+                    return Ok(l);
+                }
                 Err(Fail::Conn(e)) => {
                     attempt += 1;
                     self.conn.afc = None;
@@ -660,6 +664,7 @@ impl Conn {
                             size: size.clamp(0, u64::MAX as i128) as u64,
                             // AFC gives nanoseconds.
                             mtime: (mtime.div_euclid(1_000_000_000)) as i64,
+                            facts: Default::default(),
                         }),
                         _ => listing.unreadable.push(Skipped {
                             path: rel,

@@ -66,11 +66,7 @@ fn open_one(sim: &RunningSim) -> IphoneSource {
 }
 
 fn read_all(src: &mut IphoneSource, path: &str, offset: u64) -> Result<Vec<u8>, SourceError> {
-    let entry = Entry {
-        path: path.into(),
-        size: 0,
-        mtime: 0,
-    };
+    let entry = Entry::new(path, 0, 0);
     let mut r = src.open(&entry, offset)?;
     let mut out = Vec::new();
     r.read_to_end(&mut out).map_err(SourceError::from_io)?;
