@@ -41,6 +41,20 @@ def timed(cmd, env=None):
     return elapsed, ru.ru_maxrss / 1024.0
 
 
+def made_with(roll, params):
+    """True when `roll` was generated completely with these parameters."""
+    try:
+        with open(roll + ".done") as f:
+            return f.read() == params
+    except OSError:
+        return False
+
+
+def mark_made(roll, params):
+    with open(roll + ".done", "w") as f:
+        f.write(params)
+
+
 def tools(offload, src, dst):
     env = dict(os.environ, TZ="UTC")
     return {
@@ -68,13 +82,14 @@ def table(title, rows, base, note):
 
 def first_run(args, work, offload):
     src = os.path.join(work, "roll-first")
-    if not os.path.exists(os.path.join(src, ".done")):
+    params = f"{args.photos} {args.photo_size} {args.videos} {args.video_size}"
+    if not made_with(src, params):
         shutil.rmtree(src, ignore_errors=True)
         subprocess.run([offload, "sim", "roll", "--kind", "bulk", "--dir", src,
                         "--photos", str(args.photos), "--photo-size", str(args.photo_size),
                         "--videos", str(args.videos), "--video-size", str(args.video_size)],
                        check=True, stdout=subprocess.DEVNULL)
-        open(os.path.join(src, ".done"), "w").close()
+        mark_made(src, params)
     rows = {}
     for r in range(args.rounds):
         for name, (cmd_fn) in tools(offload, src, os.path.join(work, "dst")).items():
@@ -102,18 +117,19 @@ def first_run(args, work, offload):
 
 def noop_rerun(args, work, offload):
     src = os.path.join(work, "roll-noop")
-    if not os.path.exists(os.path.join(src, ".done")):
+    if not made_with(src, str(args.noop_files)):
         shutil.rmtree(src, ignore_errors=True)
         subprocess.run([offload, "sim", "roll", "--kind", "bulk", "--dir", src,
                         "--photos", str(args.noop_files), "--photo-size", "4096",
                         "--videos", "0"], check=True, stdout=subprocess.DEVNULL)
-        open(os.path.join(src, ".done"), "w").close()
+        mark_made(src, str(args.noop_files))
     rows = {}
-    for name, (cmd, env) in tools(offload, src, os.path.join(work, "noop-" + name.split()[0])).items():
+    for name in tools(offload, src, "").keys():
         if name in ("rsync -a --fsync", "cp -a + sync -f"):
             continue
         dst = os.path.join(work, "noop-" + name.split()[0])
         shutil.rmtree(dst, ignore_errors=True)
+        cmd, env = tools(offload, src, dst)[name]
         timed(cmd, env)  # the first, copying run
         rows[name] = ([], [])
     for r in range(args.rounds):
