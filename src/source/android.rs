@@ -815,9 +815,15 @@ impl Inner {
                     stack.push((object.handle, child));
                 } else {
                     self.handles.insert(child.clone(), (slot.id, object.handle));
+                    #[allow(unused_mut)]
+                    let mut size = object.size;
+                    #[cfg(feature = "sim")]
+                    if let Some(hooks) = &self.link.hooks {
+                        size = hooks.listed_size(&child[slot.name.len() + 1..], size);
+                    }
                     listing.entries.push(Entry {
                         path: child,
-                        size: object.size,
+                        size,
                         mtime: self.mtime(&object),
                     });
                 }

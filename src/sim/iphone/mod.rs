@@ -83,6 +83,10 @@ pub struct IphoneArgs {
     /// Fault: serve file data at this many kilobytes (1000 bytes) per second.
     #[arg(long)]
     pub slow_kbps: Option<u64>,
+    /// Fault: a lying device: `AFC_PATH:+N` (or `:-N`) reports that file's size N bytes
+    /// larger (smaller) than the bytes it serves. May be repeated.
+    #[arg(long)]
+    pub lie_size: Vec<String>,
     /// Keeps `{"file_opens", "bytes_served", "pairs", "sessions"}` here, rewritten atomically.
     #[arg(long)]
     pub stats: Option<PathBuf>,
@@ -113,6 +117,7 @@ impl IphoneArgs {
             drop_connection_after_bytes: None,
             unreadable: Vec::new(),
             slow_kbps: None,
+            lie_size: Vec::new(),
             stats: None,
             overlay: None,
             overlay_entries: Vec::new(),
@@ -236,6 +241,8 @@ struct Device {
     device_public_pem: String,
     /// AFC paths (with leading `/`) → files under `root`.
     overlay: Vec<(String, PathBuf)>,
+    /// `--lie-size`: AFC paths and how far off their reported size is.
+    lies: Vec<(String, i64)>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
     attached: watch::Sender<bool>,
@@ -342,6 +349,17 @@ impl Device {
             };
             overlay.push((afc, real));
         }
+        let mut lies = Vec::new();
+        for spec in &cfg.lie_size {
+            let parsed = spec.rsplit_once(':').and_then(|(path, delta)| {
+                let delta: i64 = delta.strip_prefix('+').unwrap_or(delta).parse().ok()?;
+                Some((path.to_string(), delta))
+            });
+            match parsed {
+                Some(lie) => lies.push(lie),
+                None => bail!("--lie-size {spec}: expected AFC_PATH:+N or AFC_PATH:-N"),
+            }
+        }
         let (events, _) = broadcast::channel(16);
         let (attached, _) = watch::channel(true);
         let device = Device {
@@ -353,6 +371,7 @@ impl Device {
             wifi_mac,
             root,
             overlay,
+            lies,
             inner: Mutex::new(inner),
             events,
             attached,
