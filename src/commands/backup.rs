@@ -355,8 +355,10 @@ pub fn backup(
         }
     }
     progress.finish();
-    if let Some(s) = &store {
-        // A copy of the catalog as of this run, for the day the drive damages the catalog.
+    // A copy of the catalog as of this run, for the day the drive damages the catalog.
+    // Not after the drive failed: the copy would fail too (or half-fill a full disk),
+    // and its warning would only hide the error that matters.
+    if let (Some(s), None) = (&store, &dest_error) {
         if let Err(e) = catalog.backup_to(&s.meta_path(BACKUP_FILE)) {
             tracing::warn!("could not copy the catalog to {}: {e:#}", BACKUP_FILE);
         }

@@ -211,6 +211,15 @@ impl Store {
             if taken(&candidate) {
                 continue;
             }
+            // A drive unplugged or unmounted mid-run leaves the store's path leading to
+            // the empty mount point: creating the folders there would write onto the
+            // computer's own disk (found by the torture test of a vanishing destination).
+            if !self.still_there() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is no longer the store's drive", self.root.display()),
+                ));
+            }
             let dest = self.root.join(&candidate);
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent)?;
