@@ -425,7 +425,8 @@ fn dest_problem(store: &Store, e: &anyhow::Error) -> DestProblem {
                 _ => {}
             }
         }
-        if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref::<rusqlite::Error>() {
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref::<rusqlite::Error>()
+        {
             match f.code {
                 rusqlite::ErrorCode::DiskFull => return DestProblem::Full,
                 rusqlite::ErrorCode::ReadOnly => return DestProblem::ReadOnly,
