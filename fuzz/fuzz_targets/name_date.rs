@@ -16,9 +16,16 @@ fuzz_target!(|input: (&str, i64, i8)| {
     let got = capture_date_in(missing, name, mtime, &tz);
     if got.source == DateSource::FileName {
         // A Pixel's UTC name may move a day either way across a year's edge.
-        assert!((1989..=2101).contains(&got.local.year()), "{name:?} → {got:?}");
+        assert!(
+            (1989..=2101).contains(&got.local.year()),
+            "{name:?} → {got:?}"
+        );
     } else {
         assert_eq!(got.source, DateSource::Mtime, "{name:?} → {got:?}");
     }
-    assert_eq!(capture_date_in(missing, name, mtime, &tz), got, "not deterministic");
+    assert_eq!(
+        capture_date_in(missing, name, mtime, &tz),
+        got,
+        "not deterministic"
+    );
 });

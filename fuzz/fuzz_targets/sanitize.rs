@@ -15,15 +15,27 @@ fuzz_target!(|raw: &str| {
     let s = sanitize_component(raw);
     assert!(!s.is_empty(), "{raw:?} → empty");
     assert!(s != "." && s != "..", "{raw:?} → {s:?}");
-    assert!(s.len() <= MAX_COMPONENT_BYTES, "{raw:?} → {} bytes", s.len());
+    assert!(
+        s.len() <= MAX_COMPONENT_BYTES,
+        "{raw:?} → {} bytes",
+        s.len()
+    );
     assert!(
         !s.chars()
             .any(|c| c.is_control() || "/\\:*?\"<>|\u{2028}\u{2029}\u{feff}".contains(c)),
         "{raw:?} → {s:?}"
     );
-    assert!(!s.starts_with('.') && !s.starts_with(' '), "{raw:?} → {s:?}");
+    assert!(
+        !s.starts_with('.') && !s.starts_with(' '),
+        "{raw:?} → {s:?}"
+    );
     assert!(!s.ends_with('.') && !s.ends_with(' '), "{raw:?} → {s:?}");
-    let stem = s.split('.').next().unwrap_or("").trim_end().to_ascii_uppercase();
+    let stem = s
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
     assert!(!RESERVED.contains(&stem.as_str()), "{raw:?} → {s:?}");
     assert!(is_nfc(&s), "{raw:?} → {s:?} is not NFC");
     assert_eq!(sanitize_component(&s), s, "not idempotent on {raw:?}");
@@ -32,5 +44,9 @@ fuzz_target!(|raw: &str| {
     assert_eq!(sanitize_component(&nfd), s, "{raw:?}: NFC and NFD differ");
     // Spellings that a case-insensitive drive would make one file share a clash key.
     assert_eq!(clash_key(&s), clash_key(&s.to_ascii_uppercase()), "{raw:?}");
-    assert_eq!(clash_key(&s), clash_key(&s.nfd().collect::<String>()), "{raw:?}");
+    assert_eq!(
+        clash_key(&s),
+        clash_key(&s.nfd().collect::<String>()),
+        "{raw:?}"
+    );
 });

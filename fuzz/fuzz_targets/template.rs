@@ -7,7 +7,14 @@ use libfuzzer_sys::fuzz_target;
 use offload_fuzz::store::names::MAX_COMPONENT_BYTES;
 use offload_fuzz::store::template::{Fields, Template, DEFAULT_TEMPLATE};
 
-fuzz_target!(|input: (String, String, String, String, [u8; 32], (i16, i8, i8, i8, i8))| {
+fuzz_target!(|input: (
+    String,
+    String,
+    String,
+    String,
+    [u8; 32],
+    (i16, i8, i8, i8, i8)
+)| {
     let (template, device, category, name, hash, (y, mo, d, h, mi)) = input;
     // The user's template (often the default) with the device's untrusted values.
     for text in [template.as_str(), DEFAULT_TEMPLATE] {
@@ -29,9 +36,15 @@ fuzz_target!(|input: (String, String, String, String, [u8; 32], (i16, i8, i8, i8
         let parts: Vec<&str> = path.split('/').collect();
         assert_eq!(parts.len(), text.split('/').count(), "{text:?} → {path:?}");
         for c in parts {
-            assert!(!c.is_empty() && c != "." && c != "..", "{text:?} → {path:?}");
+            assert!(
+                !c.is_empty() && c != "." && c != "..",
+                "{text:?} → {path:?}"
+            );
             assert!(c.len() <= MAX_COMPONENT_BYTES, "{text:?} → {path:?}");
-            assert!(!c.chars().any(|ch| ch.is_control() || ch == '\\'), "{path:?}");
+            assert!(
+                !c.chars().any(|ch| ch.is_control() || ch == '\\'),
+                "{path:?}"
+            );
         }
     }
 });
