@@ -16,17 +16,21 @@ rounds=${1:-50}
 fuzz_seconds=${2:-300}
 seed=${OFFLOAD_TORTURE_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 report=$(mktemp)
-trap 'rm -f "$report"' EXIT
 
 echo "torture: $rounds rounds, seed $seed, fuzzing ${fuzz_seconds} s per target"
 started=$(date +%s)
+test_log=$(mktemp)
+trap 'rm -f "$report" "$test_log"' EXIT
+set +e
 OFFLOAD_TORTURE_ITERATIONS=$rounds OFFLOAD_TORTURE_SEED=$seed OFFLOAD_TORTURE_REPORT=$report \
-  cargo test --test torture -- --nocapture 2>&1 | grep -E '^(torture:|test |test result)|panicked|FAILED' || true
+  cargo test --test torture -- --nocapture 2>&1 | tee "$test_log" |
+  grep --line-buffered -E '^(torture:|test |test result)|SKIPPED'
+status=${PIPESTATUS[0]}
+set -e
 tests_done=$(date +%s)
-status=0
-if ! grep -q . "$report" || [ "$(wc -l <"$report")" -lt 10 ]; then
-  echo "torture: some tests did not finish (see above)" >&2
-  status=1
+if [ "$status" != 0 ]; then
+  # The failures, with their messages.
+  sed -n '/^failures:$/,$p' "$test_log" >&2
 fi
 
 fuzz_log=$(mktemp)

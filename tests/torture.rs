@@ -665,7 +665,6 @@ fn a_disk_that_fills_up_mid_run_stops_it_cleanly_and_a_bigger_one_completes_it()
         });
         drop(slow);
         r.code(4);
-        println!("{what}: {}", r.stderr.trim());
         let (canon_dest, canon_mnt) = (dest.canonicalize().unwrap(), mnt.canonicalize().unwrap());
         let want = format!(
             "The drive holding {} (mounted at {}) is full: ",
@@ -782,7 +781,6 @@ fn a_destination_that_turns_read_only_mid_run_stops_it_cleanly() {
         });
         drop(slow);
         r.code(4);
-        println!("{what}: {}", r.stderr.trim());
         let want = format!(
             "The drive holding {} (mounted at {}) became read-only",
             dest.canonicalize().unwrap().display(),
@@ -855,7 +853,6 @@ fn a_destination_that_disappears_mid_run_stops_it_cleanly() {
         drop(slow);
         std::mem::forget(m);
         r.code(4);
-        println!("{what}: {}", r.stderr.trim());
         let want = format!(
             "The destination {} went away during the run",
             dest.display()
