@@ -414,6 +414,12 @@ fn dest_problem(store: &Store, e: &anyhow::Error) -> DestProblem {
     if !store.still_there() {
         return DestProblem::Gone;
     }
+    // A drive that turned read-only may first answer a sync with a plain I/O error.
+    if rustix::fs::statvfs(store.root())
+        .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    {
+        return DestProblem::ReadOnly;
+    }
     for cause in e.chain() {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             match (io.kind(), io.raw_os_error()) {

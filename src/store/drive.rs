@@ -89,7 +89,16 @@ fn blkid(device: &Path) -> (Option<String>, Option<String>) {
     // device reused by a test, a USB drive replugged as the same /dev/sdX) was reported
     // with the label of the one before it.
     let Ok(out) = Command::new("blkid")
-        .args(["-c", "/dev/null", "-o", "export", "-s", "LABEL", "-s", "UUID"])
+        .args([
+            "-c",
+            "/dev/null",
+            "-o",
+            "export",
+            "-s",
+            "LABEL",
+            "-s",
+            "UUID",
+        ])
         .arg(device)
         .output()
     else {
