@@ -71,6 +71,15 @@ impl Rng {
     }
 }
 
+/// `[a, b, c]`, or the first ten and how many more: the seed replays them all.
+fn list(v: &[u64]) -> String {
+    let head: Vec<String> = v.iter().take(10).map(u64::to_string).collect();
+    match v.len() {
+        0..=10 => format!("[{}]", head.join(", ")),
+        n => format!("[{}, ... {} more]", head.join(", "), n - 10),
+    }
+}
+
 /// Prints one test's counts, and appends them to `OFFLOAD_TORTURE_REPORT`.
 fn report(test: &str, started: Instant, counts: &str) {
     let line = format!(
@@ -485,8 +494,9 @@ fn unplug_torture(kind: Kind, test: &str) {
         test,
         started,
         &format!(
-            "{} unplugs at byte offsets {offsets:?} of {total}",
-            iterations()
+            "{} unplugs at byte offsets {} of {total}",
+            iterations(),
+            list(&offsets)
         ),
     );
 }
@@ -700,8 +710,9 @@ fn a_disk_that_fills_up_mid_run_stops_it_cleanly_and_a_bigger_one_completes_it()
         test,
         started,
         &format!(
-            "{} runs filled up after {points:?} bytes",
-            slow_iterations()
+            "{} runs filled up after {} bytes",
+            slow_iterations(),
+            list(&points)
         ),
     );
 }
@@ -809,8 +820,9 @@ fn a_destination_that_turns_read_only_mid_run_stops_it_cleanly() {
         test,
         started,
         &format!(
-            "{} runs turned read-only after {points:?} bytes",
-            slow_iterations()
+            "{} runs turned read-only after {} bytes",
+            slow_iterations(),
+            list(&points)
         ),
     );
 }
@@ -890,8 +902,9 @@ fn a_destination_that_disappears_mid_run_stops_it_cleanly() {
         test,
         started,
         &format!(
-            "{} destinations disappeared after {points:?} bytes",
-            slow_iterations()
+            "{} destinations disappeared after {} bytes",
+            slow_iterations(),
+            list(&points)
         ),
     );
 }
@@ -1361,10 +1374,17 @@ fn hostile_names_sizes_and_dates_from_every_source() {
         );
         let stats = src.sim.as_ref().unwrap().stats.clone();
         let sim_err = src.sim.as_ref().unwrap().stderr.clone();
+        let escapes = [Path::new("/tmp/evil.JPG"), Path::new("/etc/passwd.JPG")];
+        let before: Vec<bool> = escapes.iter().map(|p| p.exists()).collect();
         counts.push((
             "iphone",
             check_hostile(&s, &src, &cases, &[&stats, &sim_err]),
         ));
+        let after: Vec<bool> = escapes.iter().map(|p| p.exists()).collect();
+        assert_eq!(
+            before, after,
+            "a name climbed out of the store: {escapes:?}"
+        );
     }
 
     let total: usize = counts.iter().map(|(_, n)| n).sum();
