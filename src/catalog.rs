@@ -256,9 +256,10 @@ impl Catalog {
         if !got.eq_ignore_ascii_case(mode) {
             conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))?;
         }
-        // NORMAL in WAL is consistent after a crash; a lost last transaction only means
-        // the next run re-reads those files and adopts the copies already in the store.
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        // FULL: each batch's transaction is on the disk when it returns. NORMAL would be
+        // consistent too, but a drive that fails mid-run (turns read-only) then loses
+        // every batch since the last checkpoint; the cost is one sync per batch of files.
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
         migrate(&conn)
             .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
         Ok(Catalog { conn })

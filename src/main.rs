@@ -31,6 +31,7 @@ use crate::cli::{Cli, Command};
 use crate::error::{Exit, Fail};
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -98,6 +99,19 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
             Exit::Usage,
             "this build has no virtual devices (cargo feature `sim`)",
         )),
+    }
+}
+
+/// Phones hand data over in windows of several MiB, each a fresh buffer. glibc serves
+/// allocations that large with a new `mmap` and returns them with `munmap`, so every
+/// window costs page faults and the kernel zeroing each page: a quarter of the CPU of an
+/// Android backup, measured. Keeping such blocks in the heap lets them be reused.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called first, before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
 

@@ -310,8 +310,9 @@ pub fn backup(
         plans.push((source_id, folder, plan, report));
     }
 
+    let planned: u64 = plans.iter().map(|(_, _, p, _)| p.bytes_to_copy()).sum();
     if let Some(store) = &store {
-        let needed: u64 = plans.iter().map(|(_, _, p, _)| p.bytes_to_copy()).sum();
+        let needed = planned;
         // A filesystem that reports no size at all (some FUSE drivers) cannot be
         // checked ahead; a full disk is then caught, cleanly, by the first failed write.
         let known = store.fs.total_bytes > 0;
@@ -375,8 +376,10 @@ pub fn backup(
         }
     }
     progress.finish();
-    if let Some(s) = &store {
-        // A copy of the catalog as of this run, for the day the drive damages the catalog.
+    // A copy of the catalog as of this run, for the day the drive damages the catalog.
+    // Not after the drive failed: the copy would fail too (or half-fill a full disk),
+    // and its warning would only hide the error that matters.
+    if let (Some(s), None) = (&store, &dest_error) {
         if let Err(e) = catalog.backup_to(&s.meta_path(BACKUP_FILE)) {
             tracing::warn!("could not copy the catalog to {}: {e:#}", BACKUP_FILE);
         }
@@ -395,15 +398,14 @@ pub fn backup(
     } else {
         print!("{}", report.human());
     }
-    if let Some(e) = dest_error {
+    if let (Some(e), Some(store)) = (dest_error, &store) {
         let saved: u64 = report.devices.iter().map(|d| d.copied).sum();
-        return Err(fail(
-            Exit::Destination,
-            format!(
-                "Writing to {} failed: {e:#}. {saved} files were saved; nothing partial was kept. \
-                 Fix the drive and run offload again to copy the rest.",
-                dest.display()
-            ),
+        let saved_bytes: u64 = report.devices.iter().map(|d| d.bytes_copied).sum();
+        return Err(dest_failure(
+            store,
+            &e,
+            saved,
+            planned.saturating_sub(saved_bytes),
         ));
     }
     for d in &report.devices {
@@ -415,6 +417,88 @@ pub fn backup(
         }
     }
     Ok(code)
+}
+
+/// What stopped a run on the destination's side.
+#[derive(Debug, PartialEq, Eq)]
+enum DestProblem {
+    /// No space left (the filesystem's, or a quota).
+    Full,
+    /// The filesystem turned read-only (Linux does that to a drive with errors).
+    ReadOnly,
+    /// The store's folder is no longer the one opened: unmounted or unplugged.
+    Gone,
+    Other,
+}
+
+fn dest_problem(store: &Store, e: &anyhow::Error) -> DestProblem {
+    use std::io::ErrorKind;
+    if !store.still_there() {
+        return DestProblem::Gone;
+    }
+    // A drive that turned read-only may first answer a sync with a plain I/O error.
+    if rustix::fs::statvfs(store.root())
+        .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+    {
+        return DestProblem::ReadOnly;
+    }
+    for cause in e.chain() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            match (io.kind(), io.raw_os_error()) {
+                (ErrorKind::StorageFull | ErrorKind::QuotaExceeded, _) => return DestProblem::Full,
+                (_, Some(libc::ENOSPC | libc::EDQUOT)) => return DestProblem::Full,
+                (ErrorKind::ReadOnlyFilesystem, _) | (_, Some(libc::EROFS)) => {
+                    return DestProblem::ReadOnly
+                }
+                _ => {}
+            }
+        }
+        if let Some(rusqlite::Error::SqliteFailure(f, _)) = cause.downcast_ref::<rusqlite::Error>()
+        {
+            match f.code {
+                rusqlite::ErrorCode::DiskFull => return DestProblem::Full,
+                rusqlite::ErrorCode::ReadOnly => return DestProblem::ReadOnly,
+                _ => {}
+            }
+        }
+    }
+    DestProblem::Other
+}
+
+/// The error for a run the destination stopped, saying what happened to the drive and
+/// what to do. `saved` files were stored before it; `left` bytes of the plan were not.
+fn dest_failure(store: &Store, e: &anyhow::Error, saved: u64, left: u64) -> anyhow::Error {
+    let dest = store.root().display();
+    let mount = store.fs.mount_point.display();
+    let kept = format!("{saved} files were saved; nothing partial was kept.");
+    let message = match dest_problem(store, e) {
+        DestProblem::Full => {
+            let free = crate::store::fsinfo::FsInfo::of(store.root())
+                .map(|f| f.free_bytes)
+                .unwrap_or(0);
+            format!(
+                "The drive holding {dest} (mounted at {mount}) is full: {} more needed, {} free. \
+                 {kept} Free some space or use a bigger drive, then run offload again to copy \
+                 the rest.",
+                human_bytes(left + space_reserve(store.fs.total_bytes)),
+                human_bytes(free)
+            )
+        }
+        DestProblem::ReadOnly => format!(
+            "The drive holding {dest} (mounted at {mount}) became read-only during the run \
+             ({e:#}). Linux does this to a drive with errors: check it (fsck, or the disk tool), \
+             then run offload again. {kept}"
+        ),
+        DestProblem::Gone => format!(
+            "The destination {dest} went away during the run (the drive was unplugged or \
+             unmounted): {e:#}. {kept} Plug it back in and run offload again to copy the rest."
+        ),
+        DestProblem::Other => format!(
+            "Writing to {dest} failed: {e:#}. {kept} Fix the drive and run offload again to \
+             copy the rest."
+        ),
+    };
+    fail(Exit::Destination, message)
 }
 
 /// Files handed from the copying thread to the committing one, at most. Bounds the

@@ -25,6 +25,9 @@
 //!     (relative to the storage, e.g. `DCIM/Camera/IMG_1.jpg`). May be repeated.
 //!   - `locked`: the phone shows no storage, as a locked phone or one in charge-only mode
 //!     does.
+//!   - `lie-size=REL/PATH:+N` or `:-N`: the phone's listing gives the object at REL/PATH a
+//!     size N bytes larger (or smaller) than the bytes it then sends, the way a phone whose
+//!     media index is stale does. May be repeated.
 //!
 //!   Example: `OFFLOAD_VIRTUAL_FAULT=pixel:wedge-at-read=3,unreadable=DCIM/Camera/b.jpg`.
 //! - `OFFLOAD_VIRTUAL_STATS=FILE`: keep read counters and write them to FILE as
@@ -72,6 +75,8 @@ pub struct Faults {
     pub unreadable: Vec<String>,
     /// The phone shows no storage.
     pub locked: bool,
+    /// Storage-relative paths whose listed size is off by this many bytes.
+    pub lie_size: Vec<(String, i64)>,
 }
 
 impl Faults {
@@ -105,10 +110,21 @@ impl Faults {
                 _ => bail!("fault `{spec}` needs a path: unreadable=DCIM/Camera/IMG_1.jpg"),
             },
             "locked" if value.is_none() => self.locked = true,
+            "lie-size" => {
+                let parsed = value.and_then(|v| {
+                    let (path, delta) = v.rsplit_once(':')?;
+                    let delta: i64 = delta.strip_prefix('+').unwrap_or(delta).parse().ok()?;
+                    (!path.is_empty()).then(|| (path.trim_matches('/').to_string(), delta))
+                });
+                match parsed {
+                    Some(lie) => self.lie_size.push(lie),
+                    None => bail!("fault `{spec}` needs a path and a signed byte count: lie-size=DCIM/Camera/IMG_1.jpg:+100"),
+                }
+            }
             _ => bail!(
                 "unknown fault `{spec}` in {FAULT_ENV}: expected unplug-after-bytes=N, \
-                 wedge-at-read=K, hang-at-read=K, unreadable=REL/PATH or locked, \
-                 optionally prefixed with SERIAL:"
+                 wedge-at-read=K, hang-at-read=K, unreadable=REL/PATH, locked or \
+                 lie-size=REL/PATH:+N, optionally prefixed with SERIAL:"
             ),
         }
         Ok(())
@@ -144,6 +160,7 @@ fn merge(mut base: Faults, extra: &Faults) -> Faults {
     base.hang_at_read = extra.hang_at_read.or(base.hang_at_read);
     base.unreadable.extend(extra.unreadable.iter().cloned());
     base.locked |= extra.locked;
+    base.lie_size.extend(extra.lie_size.iter().cloned());
     base
 }
 
@@ -208,6 +225,15 @@ impl PhoneHooks {
     /// Whether the phone hides its storages (locked, or charge-only).
     pub fn hides_storages(&self) -> bool {
         self.faults.locked
+    }
+
+    /// The size the listing reports for the object at the storage-relative `rel_path`
+    /// whose true size is `size`.
+    pub fn listed_size(&self, rel_path: &str, size: u64) -> u64 {
+        match self.faults.lie_size.iter().find(|(p, _)| p == rel_path) {
+            Some((_, delta)) => size.saturating_add_signed(*delta),
+            None => size,
+        }
     }
 
     /// A file is opened for reading.
@@ -542,9 +568,14 @@ mod tests {
     #[test]
     fn fault_specs_parse() {
         let (all, per) = parse_faults(
-            "unplug-after-bytes=1000, pixel:wedge-at-read=3,unreadable=DCIM/a:b.jpg,locked",
+            "unplug-after-bytes=1000, pixel:wedge-at-read=3,unreadable=DCIM/a:b.jpg,locked,\
+             lie-size=DCIM/x:y.jpg:+10,pixel:lie-size=/DCIM/z.jpg:-3",
         )
         .unwrap();
+        assert_eq!(all.lie_size, vec![("DCIM/x:y.jpg".to_string(), 10)]);
+        assert_eq!(per["pixel"].lie_size, vec![("DCIM/z.jpg".to_string(), -3)]);
+        assert!(parse_faults("lie-size=DCIM/a.jpg").is_err());
+        assert!(parse_faults("lie-size=:+1").is_err());
         assert_eq!(all.unplug_after_bytes, Some(1000));
         assert_eq!(all.unreadable, vec!["DCIM/a:b.jpg".to_string()]);
         assert!(all.locked);

@@ -860,10 +860,35 @@ impl Inner {
                 } else if object.is_folder() {
                     stack.push((object.handle, child));
                 } else {
+                    match self.handles.get(&child) {
+                        // Met again through another media folder: once is enough.
+                        Some((_, h)) if *h == object.handle => continue,
+                        // Two objects, one name (a name that was not UTF-8 on the phone
+                        // reads the lossy way as another's). One entry per path, or the
+                        // second would be read as the first and never backed up (found by
+                        // the torture test of hostile names): report it instead.
+                        Some(_) => {
+                            listing.unreadable.push(Skipped {
+                                path: child,
+                                reason: "the phone lists another file with this very name in \
+                                         this folder, so the two cannot be told apart: rename \
+                                         one of them on the phone"
+                                    .into(),
+                            });
+                            continue;
+                        }
+                        None => {}
+                    }
                     self.handles.insert(child.clone(), (slot.id, object.handle));
+                    #[allow(unused_mut)]
+                    let mut size = object.size;
+                    #[cfg(feature = "sim")]
+                    if let Some(hooks) = &self.link.hooks {
+                        size = hooks.listed_size(&child[slot.name.len() + 1..], size);
+                    }
                     listing.entries.push(Entry {
                         path: child,
-                        size: object.size,
+                        size,
                         mtime: self.mtime(&object),
                         facts: Default::default(),
                     });

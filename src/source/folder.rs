@@ -68,9 +68,29 @@ fn display_name(canon: &Path) -> String {
 fn rel_string(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path);
     rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
+        .map(|c| component_text(c.as_os_str()))
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// A path component as text. A name that is not UTF-8 (written by an old camera or
+/// another system) has no exact `String`, and its lossy spelling alone could be another
+/// file's name (`IMG_\xff.jpg` reads as the real `IMG_\u{fffd}.jpg`): both became one
+/// entry, so one of them was never backed up (found by the torture test of hostile
+/// names). The lossy spelling gets a tag made from the name's bytes, before the extension.
+fn component_text(c: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    match c.to_str() {
+        Some(s) => s.to_string(),
+        None => {
+            let lossy = c.to_string_lossy();
+            let tag = &blake3::hash(c.as_bytes()).to_hex()[..8];
+            match lossy.rfind('.') {
+                Some(i) if i > 0 => format!("{}~{tag}{}", &lossy[..i], &lossy[i..]),
+                _ => format!("{lossy}~{tag}"),
+            }
+        }
+    }
 }
 
 impl Source for FolderSource {
@@ -248,6 +268,29 @@ mod tests {
         let mut buf = String::new();
         s.open(&e, 1).unwrap().read_to_string(&mut buf).unwrap();
         assert_eq!(buf, "bc");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_never_share_an_entry() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"IMG_\xff.jpg");
+        std::fs::write(d.path().join(raw), b"raw bytes").unwrap();
+        std::fs::write(d.path().join("IMG_\u{fffd}.jpg"), b"real name").unwrap();
+        let mut s = FolderSource::open(d.path()).unwrap();
+        let l = s.list().unwrap();
+        let paths: Vec<_> = l.entries.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(paths.len(), 2);
+        assert_ne!(paths[0], paths[1]);
+        for (e, want) in l
+            .entries
+            .iter()
+            .zip([b"real name".as_slice(), b"raw bytes"])
+        {
+            let mut got = Vec::new();
+            s.open(e, 0).unwrap().read_to_end(&mut got).unwrap();
+            assert_eq!(got, want, "{}", e.path);
+        }
     }
 
     #[test]

@@ -84,10 +84,21 @@ pub fn find(name: &str) -> Option<Mounted> {
 
 /// LABEL and UUID of a block device from `blkid -o export`.
 fn blkid(device: &Path) -> (Option<String>, Option<String>) {
+    // `-c /dev/null`: read the superblock now. blkid's cache trusts an entry for a
+    // couple of seconds, so a drive just swapped in on the same device node (a loop
+    // device reused by a test, a USB drive replugged as the same /dev/sdX) was reported
+    // with the label of the one before it.
     let Ok(out) = Command::new("blkid")
-        // -p probes the superblock itself: blkid's cache can hold the label of whatever
-        // a reused loop device or card reader slot held before.
-        .args(["-p", "-o", "export", "-s", "LABEL", "-s", "UUID"])
+        .args([
+            "-c",
+            "/dev/null",
+            "-o",
+            "export",
+            "-s",
+            "LABEL",
+            "-s",
+            "UUID",
+        ])
         .arg(device)
         .output()
     else {

@@ -129,6 +129,17 @@ impl Store {
         &self.root
     }
 
+    /// False once the store's path no longer leads to the folder that was opened: the
+    /// drive was unmounted or unplugged, and the path now ends at the empty mount point
+    /// (or nowhere).
+    pub fn still_there(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(&self.root), self.root_fd.metadata()) {
+            (Ok(now), Ok(opened)) => now.dev() == opened.dev() && now.ino() == opened.ino(),
+            _ => false,
+        }
+    }
+
     /// Path of a file inside `.offload/`.
     pub fn meta_path(&self, name: &str) -> PathBuf {
         self.root.join(META_DIR).join(name)
@@ -190,6 +201,15 @@ impl Store {
         size: u64,
         taken: &dyn Fn(&str) -> bool,
     ) -> io::Result<Placed> {
+        // A drive unplugged or unmounted mid-run leaves the store's path leading to the
+        // empty mount point: creating folders there would write onto the computer's own
+        // disk (found by the torture test of a vanishing destination).
+        if !self.still_there() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is no longer the store's drive", self.root.display()),
+            ));
+        }
         place_into(&self.root, temp, wanted, hash, size, taken)
     }
 

@@ -34,6 +34,12 @@ pub fn sanitize_component(raw: &str) -> String {
             c => c,
         })
         .collect();
+    // Leading spaces go first: trimmed after the dots were neutralised, ` .jpg` became
+    // the hidden `.jpg` (found by the fuzz target `sanitize`).
+    let trimmed = s.trim_start_matches(' ');
+    if trimmed.len() != s.len() {
+        s = trimmed.to_string();
+    }
     // Leading dots would make the file hidden (and `..` a parent reference).
     let dots = s.len() - s.trim_start_matches('.').len();
     if dots > 0 {
@@ -41,10 +47,6 @@ pub fn sanitize_component(raw: &str) -> String {
     }
     let trimmed_len = s.trim_end_matches(['.', ' ']).len();
     s.truncate(trimmed_len);
-    let trimmed = s.trim_start_matches(' ');
-    if trimmed.len() != s.len() {
-        s = trimmed.to_string();
-    }
     if s.is_empty() {
         s = "_".to_string();
     }
@@ -115,6 +117,8 @@ mod tests {
         assert_eq!(sanitize_component("com1 .jpg"), "_com1 .jpg");
         assert_eq!(sanitize_component("CONSOLE.jpg"), "CONSOLE.jpg");
         assert_eq!(sanitize_component(".hidden.jpg"), "_hidden.jpg");
+        assert_eq!(sanitize_component("  .:"), "__");
+        assert_eq!(sanitize_component(" .jpg"), "_jpg");
         assert_eq!(sanitize_component("IMG_0001.HEIC"), "IMG_0001.HEIC");
     }
 

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests: they run the real `offload` binary.
 #![allow(dead_code)]
 
+pub mod phones;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -245,11 +245,13 @@ fn kv(pairs: &[(&str, String)]) -> Vec<u8> {
     out
 }
 
-fn nanos(t: std::io::Result<std::time::SystemTime>) -> Option<u128> {
-    t.ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_nanos())
+/// Nanoseconds since the Unix epoch, negative before it (a file dated 1904).
+fn nanos(t: std::io::Result<std::time::SystemTime>) -> Option<i128> {
+    let t = t.ok()?;
+    Some(match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    })
 }
 
 async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &[u8]) -> Reply {
@@ -308,8 +310,12 @@ async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &
             };
             let mtime = nanos(m.modified()).unwrap_or(0);
             let birth = nanos(m.created()).unwrap_or(mtime);
+            let size = match lie_for(dev, path_of(hp)) {
+                Some(delta) => m.len().saturating_add_signed(delta),
+                None => m.len(),
+            };
             let mut pairs = vec![
-                ("st_size", m.len().to_string()),
+                ("st_size", size.to_string()),
                 ("st_blocks", m.blocks().to_string()),
                 ("st_nlink", m.nlink().to_string()),
                 ("st_ifmt", ifmt.to_string()),
@@ -472,15 +478,25 @@ fn canonical(raw: &[u8]) -> String {
     out
 }
 
+/// An AFC path in one spelling, for matching fault options.
+fn norm(p: &str) -> String {
+    normalize(p.as_bytes())
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn is_unreadable(dev: &Device, afc_path: &str) -> bool {
-    let norm = |p: &str| {
-        let parts = normalize(p.as_bytes());
-        parts
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("/")
-    };
     let this = norm(afc_path);
     dev.cfg.unreadable.iter().any(|u| norm(u) == this)
+}
+
+/// `--lie-size`: how far off the size reported for this path is.
+fn lie_for(dev: &Device, raw: &[u8]) -> Option<i64> {
+    let this = norm(&String::from_utf8_lossy(raw));
+    dev.lies
+        .iter()
+        .find(|(p, _)| norm(p) == this)
+        .map(|(_, d)| *d)
 }

@@ -97,6 +97,10 @@ pub struct IphoneArgs {
     /// Fault: serve file data at this many kilobytes (1000 bytes) per second.
     #[arg(long)]
     pub slow_kbps: Option<u64>,
+    /// Fault: a lying device: `AFC_PATH:+N` (or `:-N`) reports that file's size N bytes
+    /// larger (smaller) than the bytes it serves. May be repeated.
+    #[arg(long)]
+    pub lie_size: Vec<String>,
     /// Keeps `{"file_opens", "bytes_served", "pairs", "sessions"}` here, rewritten atomically.
     #[arg(long)]
     pub stats: Option<PathBuf>,
@@ -128,6 +132,7 @@ impl IphoneArgs {
             drop_connection_after_bytes: None,
             unreadable: Vec::new(),
             slow_kbps: None,
+            lie_size: Vec::new(),
             stats: None,
             overlay: None,
             overlay_entries: Vec::new(),
@@ -257,6 +262,8 @@ struct Device {
     overlay: Vec<(String, PathBuf)>,
     /// AFC paths (with leading `/`) listed but refused on open: iCloud placeholders.
     placeholders: HashSet<String>,
+    /// `--lie-size`: AFC paths and how far off their reported size is.
+    lies: Vec<(String, i64)>,
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
     attached: watch::Sender<bool>,
@@ -371,6 +378,17 @@ impl Device {
                 .collect(),
             PhotosDb::Keep => library::placeholders(&root)?.into_iter().collect(),
         };
+        let mut lies = Vec::new();
+        for spec in &cfg.lie_size {
+            let parsed = spec.rsplit_once(':').and_then(|(path, delta)| {
+                let delta: i64 = delta.strip_prefix('+').unwrap_or(delta).parse().ok()?;
+                Some((path.to_string(), delta))
+            });
+            match parsed {
+                Some(lie) => lies.push(lie),
+                None => bail!("--lie-size {spec}: expected AFC_PATH:+N or AFC_PATH:-N"),
+            }
+        }
         let (events, _) = broadcast::channel(16);
         let (attached, _) = watch::channel(true);
         let device = Device {
@@ -383,6 +401,7 @@ impl Device {
             root,
             overlay,
             placeholders,
+            lies,
             inner: Mutex::new(inner),
             events,
             attached,

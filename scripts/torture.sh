@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The torture tests of tests/torture.rs with many rounds, then longer fuzzing of every
+# fuzz target, then a summary of the counts.
+#
+#   kill -9 at pseudo-random instants (folder, virtual Android, virtual iPhone), unplugs
+#   at pseudo-random byte offsets, a destination that fills up, turns read-only or
+#   disappears mid-run (these need root), hostile names, sizes and dates, hostile media.
+#
+# Usage: scripts/torture.sh [ROUNDS] [FUZZ_SECONDS_PER_TARGET]
+#   ROUNDS (default 50): OFFLOAD_TORTURE_ITERATIONS; the mounted-filesystem tests run a
+#   quarter as many. The seed is OFFLOAD_TORTURE_SEED, else random; it is printed, and
+#   the same seed replays the same instants and offsets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-50}
+fuzz_seconds=${2:-300}
+seed=${OFFLOAD_TORTURE_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+report=$(mktemp)
+
+echo "torture: $rounds rounds, seed $seed, fuzzing ${fuzz_seconds} s per target"
+started=$(date +%s)
+test_log=$(mktemp)
+trap 'rm -f "$report" "$test_log"' EXIT
+set +e
+OFFLOAD_TORTURE_ITERATIONS=$rounds OFFLOAD_TORTURE_SEED=$seed OFFLOAD_TORTURE_REPORT=$report \
+  cargo test --test torture -- --nocapture 2>&1 | tee "$test_log" |
+  grep --line-buffered -E '^(torture:|test |test result)|SKIPPED'
+status=${PIPESTATUS[0]}
+set -e
+tests_done=$(date +%s)
+if [ "$status" != 0 ]; then
+  # The failures, with their messages.
+  sed -n '/^failures:$/,$p' "$test_log" >&2
+fi
+
+fuzz_log=$(mktemp)
+if ! scripts/fuzz.sh "$fuzz_seconds" | tee "$fuzz_log"; then
+  status=1
+fi
+done_at=$(date +%s)
+
+echo
+echo "== Torture summary (seed $seed, $rounds rounds)"
+sort "$report"
+echo "tests: $((tests_done - started)) s"
+cat "$fuzz_log"
+echo "fuzzing: $((done_at - tests_done)) s"
+rm -f "$fuzz_log"
+exit $status
