@@ -176,5 +176,5 @@ def run(args, work, offload):
         "`offload backup --dry-run` (connect, list /DCIM over AFC with one GetFileInfo per "
         "entry, plan against an empty catalog) against `afc_read_loop --list-only` (connect, "
         f"the same listing); medians of {args.rounds} rounds, each a whole process. "
-        "Ratio > 1 means offload is faster.")
+        "The ratio is offload's time divided by the tool's: below 1 means offload is faster.")
     return copy_section + "\n" + list_section
