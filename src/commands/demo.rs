@@ -1,16 +1,10 @@
 //! `offload demo`: a sample camera roll made by the project's own generator, backed up
 //! end to end twice (the second run copies nothing), then `status`.
 
-use std::path::PathBuf;
+use anyhow::Result;
 
-use anyhow::{Context, Result};
-
-use crate::cli::{DemoArgs, DestArgs, StatusArgs};
-use crate::commands::backup::{backup, Options};
+use crate::cli::DemoArgs;
 use crate::error::{fail, Exit};
-use crate::source::folder::FolderSource;
-use crate::source::Source;
-use crate::store::template::{Template, DEFAULT_TEMPLATE};
 
 pub fn run(args: &DemoArgs) -> Result<u8> {
     #[cfg(not(feature = "sim"))]
@@ -27,8 +21,17 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
 
 #[cfg(feature = "sim")]
 fn demo(args: &DemoArgs) -> Result<u8> {
+    use std::path::PathBuf;
+
+    use anyhow::Context;
+
+    use crate::cli::{DestArgs, StatusArgs};
+    use crate::commands::backup::{backup, Options};
     use crate::sim::{android, gen, iphone};
     use crate::source::detect::{detect, DetectOptions};
+    use crate::source::folder::FolderSource;
+    use crate::source::Source;
+    use crate::store::template::{Template, DEFAULT_TEMPLATE};
 
     let dir: PathBuf = match &args.dir {
         Some(d) => {
