@@ -3,8 +3,8 @@
 mod common;
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
 
+use common::phones::Sim;
 use common::*;
 
 const SERIAL: &str = "FREEUP01";
@@ -163,43 +163,6 @@ fn needs_the_copies_it_is_asked_for_and_filters() {
     run_android(&s, &dir, &["free-up", "--to", d, "--older-than", "soon"]).code(2);
 }
 
-/// A virtual iPhone process, killed on drop.
-struct Sim(Child, String);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn iphone(dir: &std::path::Path) -> Sim {
-    use std::io::BufRead;
-    let mut child = Command::new(BIN)
-        .args([
-            "sim",
-            "iphone",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .expect("listening line")
-        .to_string();
-    Sim(child, addr)
-}
-
 #[test]
 fn an_iphone_is_never_written_to() {
     let s = Scratch::new();
@@ -207,13 +170,13 @@ fn an_iphone_is_never_written_to() {
     let dir = s.path("iphone");
     let dcim = dir.join("DCIM");
     let before = source_files(&dcim);
-    let sim = iphone(&dir);
+    let sim = Sim::spawn(&s, &dir, &[]);
     let dest = s.path("dest");
     let d = dest.to_str().unwrap();
     let run = |args: &[&str]| {
         Done::from(
             s.cmd(args)
-                .env("USBMUXD_SOCKET_ADDRESS", &sim.1)
+                .env("USBMUXD_SOCKET_ADDRESS", &sim.addr)
                 .output()
                 .unwrap(),
         )

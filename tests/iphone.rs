@@ -6,96 +6,15 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::phones::Sim;
 use common::*;
 
 const UDID: &str = "00008030-001A2D3A3E88802E";
 /// The name `offload sim iphone` gives its phone: the store folder of its files.
 const PHONE_FOLDER: &str = "Virtual iPhone";
-
-/// A virtual iPhone running as `offload sim iphone`; killed when dropped.
-struct Sim {
-    child: Child,
-    /// `127.0.0.1:PORT`, for `USBMUXD_SOCKET_ADDRESS`.
-    addr: String,
-    stats: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Sim {
-    /// Serves `dir` with `extra` options, waiting (generously) for its `listening on` line.
-    fn start(s: &Scratch, dir: &Path, extra: &[&str]) -> Sim {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let stats = s.path(&format!("sim-{n}.stats.json"));
-        let stderr = s.path(&format!("sim-{n}.stderr"));
-        let mut child = Command::new(BIN)
-            .args(["sim", "iphone", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .arg("--stats")
-            .arg(&stats)
-            .args(extra)
-            .env("HOME", s.dir.path())
-            .env_remove("OFFLOAD_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("offload sim iphone starts");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(out).lines();
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            let _ = tx.send(first);
-            // Keep reading so that the simulator never writes into a closed pipe.
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_default();
-        let mut sim = Sim {
-            child,
-            addr: String::new(),
-            stats,
-            stderr,
-        };
-        let Some(rest) = line.strip_prefix("listening on ") else {
-            let _ = sim.child.kill();
-            let _ = sim.child.wait();
-            panic!(
-                "the virtual iPhone did not start: {line:?}\n{}",
-                fs::read_to_string(&sim.stderr).unwrap_or_default()
-            );
-        };
-        let (addr, udid) = rest
-            .split_once(" udid=")
-            .expect("listening on ADDR udid=UDID");
-        assert!(udid.len() >= 25, "{line}");
-        sim.addr = addr.to_string();
-        sim
-    }
-
-    /// The simulator's counters: file_opens, bytes_served, pairs, sessions.
-    fn stats(&self) -> BTreeMap<String, u64> {
-        serde_json::from_slice(&fs::read(&self.stats).unwrap()).unwrap()
-    }
-    fn stat(&self, key: &str) -> u64 {
-        self.stats()[key]
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `offload ARGS` pointed at `usbmuxd` (an address), with no virtual Android phone.
 fn offload(s: &Scratch, usbmuxd: &str, args: &[&str]) -> Done {
@@ -180,7 +99,7 @@ fn full_backup_places_every_file_and_a_rerun_opens_nothing() {
     let manifest = s.roll("phone", &["--kind", "iphone"]);
     let phone = s.path("phone");
     let dest = s.path("dest");
-    let sim = Sim::start(&s, &phone, &[]);
+    let sim = Sim::spawn(&s, &phone, &[]);
 
     let r = backup(&s, &sim, &dest);
     r.ok();
@@ -270,7 +189,7 @@ fn roll_over_into_101apple_keeps_both_img_0001() {
     let (ha, hb) = (hash_file(&a), hash_file(&b));
     assert_ne!(ha, hb, "two different photos with the same name");
     let dest = s.path("dest");
-    let sim = Sim::start(&s, &phone, &[]);
+    let sim = Sim::spawn(&s, &phone, &[]);
     backup(&s, &sim, &dest).ok();
     let store = store_files(&dest);
     let path_of = |h: &str| {
@@ -311,7 +230,7 @@ fn trust_flow_pairs_once_and_saves_the_record() {
     ];
     let record = state.join(format!("{UDID}.plist"));
     {
-        let sim = Sim::start(&s, &phone, &untrusted);
+        let sim = Sim::spawn(&s, &phone, &untrusted);
         assert!(!record.exists(), "usbmuxd holds no pair record yet");
         let r = backup(&s, &sim, &dest);
         r.ok();
@@ -344,7 +263,7 @@ fn trust_flow_pairs_once_and_saves_the_record() {
         assert_eq!(sim.stat("pairs"), 1);
     }
     // The phone and usbmuxd remember the pairing across a replug.
-    let sim = Sim::start(&s, &phone, &untrusted);
+    let sim = Sim::spawn(&s, &phone, &untrusted);
     let r3 = backup(&s, &sim, &dest);
     r3.ok();
     assert!(!r3.stderr.contains("Trust"), "{}", r3.stderr);
@@ -361,14 +280,14 @@ fn denied_trust_and_a_locked_phone_exit_3_with_what_to_do() {
     let phone = s.path("phone");
     let dest = s.path("dest");
 
-    let denied = Sim::start(&s, &phone, &["--state", "untrusted", "--deny-trust"]);
+    let denied = Sim::spawn(&s, &phone, &["--state", "untrusted", "--deny-trust"]);
     let r = backup(&s, &denied, &dest);
     r.code(3);
     assert!(r.stderr.contains("Don't Trust"), "{}", r.stderr);
     assert_eq!(denied.stat("file_opens"), 0);
     drop(denied);
 
-    let locked = Sim::start(&s, &phone, &["--state", "locked"]);
+    let locked = Sim::spawn(&s, &phone, &["--state", "locked"]);
     let r = backup(&s, &locked, &dest);
     r.code(3);
     assert!(r.stderr.contains("Unlock"), "{}", r.stderr);
@@ -395,7 +314,7 @@ fn unplugged_mid_run_exits_5_keeps_nothing_partial_and_a_rerun_completes() {
     // What an uninterrupted backup stores.
     let whole = s.path("whole");
     {
-        let sim = Sim::start(&s, &phone, &["--udid", udid]);
+        let sim = Sim::spawn(&s, &phone, &["--udid", udid]);
         offload(
             &s,
             &sim.addr,
@@ -413,7 +332,7 @@ fn unplugged_mid_run_exits_5_keeps_nothing_partial_and_a_rerun_completes() {
         let args = ["backup", "--to", dest_s, "--device", udid, "--json"];
         let saved = {
             let n = offset.to_string();
-            let sim = Sim::start(&s, &phone, &["--udid", udid, "--unplug-after-bytes", &n]);
+            let sim = Sim::spawn(&s, &phone, &["--udid", udid, "--unplug-after-bytes", &n]);
             let r = offload(&s, &sim.addr, &args);
             r.code(5);
             assert!(
@@ -443,7 +362,7 @@ fn unplugged_mid_run_exits_5_keeps_nothing_partial_and_a_rerun_completes() {
             dev["copied"].as_u64().unwrap()
         };
         // Plugged in again: a fresh phone with the same UDID and the same roll.
-        let sim = Sim::start(&s, &phone, &["--udid", udid]);
+        let sim = Sim::spawn(&s, &phone, &["--udid", udid]);
         let before = sim.stats();
         let r = offload(&s, &sim.addr, &args);
         r.ok();
@@ -478,7 +397,7 @@ fn a_dropped_connection_is_resumed_and_the_run_completes() {
     for offset in [200_000u64, 1_000_000] {
         let dest = s.path(&format!("dest-{offset}"));
         let n = offset.to_string();
-        let sim = Sim::start(&s, &phone, &["--drop-connection-after-bytes", &n]);
+        let sim = Sim::spawn(&s, &phone, &["--drop-connection-after-bytes", &n]);
         let r = backup(&s, &sim, &dest);
         r.ok();
         let dev = &r.json()["devices"][0];
@@ -562,7 +481,7 @@ fn hostile_names_from_the_phone_are_stored_safely_inside_the_destination() {
     let out = s.path("out");
     fs::create_dir(&out).unwrap();
     let dest = out.join("dest");
-    let sim = Sim::start(&s, &phone, &["--overlay", overlay_file.to_str().unwrap()]);
+    let sim = Sim::spawn(&s, &phone, &["--overlay", overlay_file.to_str().unwrap()]);
     let outside_before = snapshot(s.dir.path(), &[&dest, &sim.stats]);
     let r = backup(&s, &sim, &dest);
     r.ok();
@@ -642,7 +561,7 @@ fn an_android_phone_and_an_iphone_in_one_run() {
     let android = s.path("android");
     let phone = s.path("phone");
     let dest = s.path("dest");
-    let sim = Sim::start(&s, &phone, &[]);
+    let sim = Sim::spawn(&s, &phone, &[]);
     let r = Done::from(
         s.cmd(&["backup", "--to", dest.to_str().unwrap(), "--json"])
             .env("USBMUXD_SOCKET_ADDRESS", &sim.addr)
@@ -694,7 +613,7 @@ fn devices_shows_ready_locked_and_trust_states() {
     s.roll("phone", &["--kind", "iphone"]);
     let phone = s.path("phone");
 
-    let sim = Sim::start(&s, &phone, &["--name", "Anna's iPhone"]);
+    let sim = Sim::spawn(&s, &phone, &["--name", "Anna's iPhone"]);
     let r = offload(&s, &sim.addr, &["devices", "--json"]);
     r.ok();
     let j = r.json();
@@ -723,7 +642,7 @@ fn devices_shows_ready_locked_and_trust_states() {
             "Don't Trust",
         ),
     ] {
-        let sim = Sim::start(&s, &phone, args);
+        let sim = Sim::spawn(&s, &phone, args);
         let r = offload(&s, &sim.addr, &["devices", "--json"]);
         r.code(3);
         let j = r.json();

@@ -31,6 +31,15 @@ impl Sim {
     /// line. The device key is kept in the scratch area, so that only the first phone
     /// of a test pays for generating it.
     pub fn start(s: &Scratch, dir: &Path, extra: &[&str]) -> Sim {
+        let state = s.path("sim-iphone-state");
+        let mut args = vec!["--state-dir", state.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Sim::spawn(s, dir, &args)
+    }
+
+    /// Serves `dir` with exactly the `extra` options (each phone with its own fresh
+    /// state unless `extra` names a `--state-dir`), waiting for its `listening on` line.
+    pub fn spawn(s: &Scratch, dir: &Path, extra: &[&str]) -> Sim {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let stats = s.path(&format!("sim-{n}.stats.json"));
@@ -40,8 +49,6 @@ impl Sim {
             .arg(dir)
             .arg("--stats")
             .arg(&stats)
-            .arg("--state-dir")
-            .arg(s.path("sim-iphone-state"))
             .args(extra)
             .env("HOME", s.dir.path())
             .env_remove("OFFLOAD_LOG")
@@ -76,11 +83,11 @@ impl Sim {
                 fs::read_to_string(&sim.stderr).unwrap_or_default()
             );
         };
-        sim.addr = rest
+        let (addr, udid) = rest
             .split_once(" udid=")
-            .expect("listening on ADDR udid=UDID")
-            .0
-            .to_string();
+            .expect("listening on ADDR udid=UDID");
+        assert!(udid.len() >= 25, "{line}");
+        sim.addr = addr.to_string();
         sim
     }
 
@@ -88,6 +95,11 @@ impl Sim {
     pub fn stats(&self) -> BTreeMap<String, u64> {
         // Rewritten whole (write, then rename): never seen half-written.
         serde_json::from_slice(&fs::read(&self.stats).unwrap()).unwrap()
+    }
+
+    /// One counter of [`Sim::stats`].
+    pub fn stat(&self, key: &str) -> u64 {
+        self.stats()[key]
     }
 
     /// `offload ARGS` pointed at this phone, with no virtual Android phone.
