@@ -95,8 +95,13 @@ pub fn split_ext(name: &str) -> (&str, &str) {
 
 /// The key under which two stored paths count as the same name: NFC and
 /// case-folded, because exFAT, NTFS and FAT (and macOS) would make them one file.
+///
+/// Lowercasing is done on the decomposed form and the result normalised again
+/// (Unicode's canonical caseless match): lowercasing an NFC string can leave marks
+/// out of canonical order (`İ` becomes `i` + U+0307 before any mark that followed),
+/// and two spellings of one name would then get different keys.
 pub fn clash_key(path: &str) -> String {
-    path.nfc().flat_map(char::to_lowercase).collect()
+    path.nfd().flat_map(char::to_lowercase).nfc().collect()
 }
 
 #[cfg(test)]
@@ -139,6 +144,11 @@ mod tests {
         assert_eq!(sanitize_component(nfd), sanitize_component(nfc));
         assert_eq!(clash_key("IMG.JPG"), clash_key("img.jpg"));
         assert_eq!(clash_key(nfd), clash_key(&nfc.to_uppercase()));
+        // A dotted capital I composes under NFC and lowercases to two chars, which
+        // must land in canonical order before the marks that follow them.
+        let s = sanitize_component("(i\u{307}i\u{307}\u{317}");
+        assert_eq!(clash_key(&s), clash_key(&s.to_ascii_uppercase()));
+        assert_eq!(clash_key("I\u{307}\u{317}"), clash_key("i\u{317}\u{307}"));
     }
 
     #[test]
