@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -28,10 +29,23 @@ use crate::store::template::{Fields, Template};
 use crate::store::{Placed, Store};
 use crate::transfer::Copied;
 
-/// A batch is flushed when it holds this many files or bytes. Bounded so that a crash
-/// loses little work and open temp files stay few.
-const MAX_FILES: usize = 256;
-const MAX_BYTES: u64 = 1 << 30;
+/// A batch is flushed at the latest this long after its first file was queued.
+///
+/// Every flush costs a journal commit and a flush of the drive's cache, and while they
+/// run the reads still under way stall too: on the benchmark's disk each extra `syncfs`
+/// in the middle of a run cost about 0.4 s of copying. The bound is what a crash can
+/// cost: the copies of at most this many seconds, which the next run repeats (nothing
+/// recorded is ever at risk). The kernel itself keeps written data up to 30 s before
+/// writing it back; half of that keeps the repeated work small even on a slow phone.
+pub const FLUSH_AFTER: Duration = Duration::from_secs(15);
+
+/// A batch is also flushed when it holds this many files, which bounds the temp files
+/// waiting in one folder and the memory their records take (~1 KiB each).
+const MAX_FILES: usize = 4096;
+
+/// Overrides [`MAX_FILES`] (a positive number), so that tests can make small rolls
+/// span several batches and crash them between two.
+pub const BATCH_FILES_ENV: &str = "OFFLOAD_BATCH_FILES";
 
 struct Pending {
     copied: Copied,
@@ -86,7 +100,9 @@ pub struct Batch<'a> {
     pending: Vec<Pending>,
     /// Stills of Live Photos seen in this run, by remote path.
     stills: HashMap<String, Still>,
-    pending_bytes: u64,
+    /// When the oldest file or sighting still waiting was queued.
+    since: Option<Instant>,
+    max_files: usize,
     /// Hashes queued in this batch, so that a second copy within the batch is a duplicate.
     queued_hashes: HashSet<blake3::Hash>,
     /// Sightings of duplicates, recorded with the batch (their content may be queued),
@@ -112,7 +128,12 @@ impl<'a> Batch<'a> {
             source_id,
             pending: Vec::new(),
             stills: HashMap::new(),
-            pending_bytes: 0,
+            since: None,
+            max_files: std::env::var(BATCH_FILES_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .filter(|&n: &usize| n > 0)
+                .unwrap_or(MAX_FILES),
             queued_hashes: HashSet::new(),
             sightings: Vec::new(),
         }
@@ -197,6 +218,7 @@ impl<'a> Batch<'a> {
                 }
             }
             self.sightings.push((entry, hex, tags));
+            self.since.get_or_insert_with(Instant::now);
             return Ok(Outcome::Duplicate);
         }
         let date = found
@@ -215,7 +237,7 @@ impl<'a> Batch<'a> {
             _ => None,
         };
         self.queued_hashes.insert(copied.hash);
-        self.pending_bytes += copied.size;
+        self.since.get_or_insert_with(Instant::now);
         // The head was only needed for the category; do not hold it for the whole batch.
         let copied = Copied {
             head: Vec::new(),
@@ -238,7 +260,14 @@ impl<'a> Batch<'a> {
 
     /// True when the batch should be flushed before taking more.
     pub fn is_full(&self) -> bool {
-        self.pending.len() >= MAX_FILES || self.pending_bytes >= MAX_BYTES
+        self.pending.len() >= self.max_files || self.due_in() == Some(Duration::ZERO)
+    }
+
+    /// How long until the batch is due for a flush; `None` while it is empty. A caller
+    /// waiting for the next file waits no longer than this, so that files copied before
+    /// a long one (a 4 GB video over USB 2) are not left unsynced while it arrives.
+    pub fn due_in(&self) -> Option<Duration> {
+        self.since.map(|t| FLUSH_AFTER.saturating_sub(t.elapsed()))
     }
 
     /// Makes every queued file durable under its final name and records the batch.
@@ -349,7 +378,7 @@ impl<'a> Batch<'a> {
             })
             .collect();
         self.pending.clear();
-        self.pending_bytes = 0;
+        self.since = None;
         self.queued_hashes.clear();
         self.sightings.clear();
         Ok(stored)

@@ -44,13 +44,46 @@ pub enum CopyError {
     Dest(io::Error),
 }
 
+/// The reading side of a run of copies: the files to read, in order. It is used on
+/// a thread of its own, so that the next file is opened and read while the previous
+/// one is still being hashed and written.
+pub trait Files: Send {
+    /// How many files there are.
+    fn count(&self) -> usize;
+
+    /// The size file `i` announced: fewer bytes is a failed read (a truncated photo
+    /// must not be recorded as backed up), more is accepted (the bytes read are what
+    /// is hashed and stored).
+    fn expected(&self, i: usize) -> u64;
+
+    /// Opens file `i` (`i < count()`) at its start. Errors as [`crate::source::Source::open`]:
+    /// [`SourceError::Gone`] ends the run, anything else fails this file only.
+    fn open(&mut self, i: usize) -> Result<Box<dyn Read + Send + '_>, SourceError>;
+}
+
+/// The copying side of [`copy_all`], told on the calling thread what happens.
+pub trait Copying {
+    /// File `i` starts arriving.
+    fn started(&mut self, _i: usize) {}
+
+    /// `bytes` more bytes of the current file were written.
+    fn advanced(&mut self, _bytes: u64) {}
+
+    /// File `i` could not be opened. By default a failure of that file like any other.
+    fn not_opened(&mut self, i: usize, error: SourceError) -> bool {
+        self.finished(i, Err(CopyError::Source(error)))
+    }
+
+    /// File `i` is in its temp file (written and closed, not yet synced), or failed
+    /// with no temp file left behind. Returns `false` to stop: no further file is
+    /// opened, and what is being read is abandoned between two reads.
+    fn finished(&mut self, i: usize, result: Result<Copied, CopyError>) -> bool;
+}
+
 /// Streams `reader` into a new temp file of `store` (a store or an export folder),
-/// hashing as it goes.
-/// `expected` is the size the device announced: fewer bytes is a failed read (a
-/// truncated photo must not be recorded as backed up), more is accepted (the bytes
-/// read are what is hashed and stored). `pool` keeps chunk buffers for the next file.
-/// `progress` is told each chunk's length.
-/// On any error the temp file is removed.
+/// hashing as it goes; `expected` as [`Files::expected`]. `pool` keeps chunk buffers
+/// for the next file; `progress` is told each chunk's length. On any error the temp
+/// file is removed.
 pub fn copy(
     reader: &mut (dyn Read + Send),
     store: &dyn TempFiles,
@@ -58,21 +91,40 @@ pub fn copy(
     pool: &mut Vec<Vec<u8>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Copied, CopyError> {
-    let (temp, file) = store.temp_file().map_err(CopyError::Dest)?;
-    let result = fill(reader, &file, expected, pool, progress);
-    match result {
-        Ok((hash, size, head)) => Ok(Copied {
-            temp,
-            hash,
-            size,
-            head,
-        }),
-        Err(e) => {
-            drop(file);
-            let _ = std::fs::remove_file(&temp);
-            Err(e)
+    struct One<'r> {
+        reader: &'r mut (dyn Read + Send),
+        expected: u64,
+    }
+    impl Files for One<'_> {
+        fn count(&self) -> usize {
+            1
+        }
+        fn expected(&self, _: usize) -> u64 {
+            self.expected
+        }
+        fn open(&mut self, _: usize) -> Result<Box<dyn Read + Send + '_>, SourceError> {
+            Ok(Box::new(&mut *self.reader))
         }
     }
+    struct Result1<'p> {
+        progress: &'p mut dyn FnMut(u64),
+        result: Option<Result<Copied, CopyError>>,
+    }
+    impl Copying for Result1<'_> {
+        fn advanced(&mut self, bytes: u64) {
+            (self.progress)(bytes)
+        }
+        fn finished(&mut self, _: usize, result: Result<Copied, CopyError>) -> bool {
+            self.result = Some(result);
+            false
+        }
+    }
+    let mut one = Result1 {
+        progress,
+        result: None,
+    };
+    copy_all(&mut One { reader, expected }, store, pool, &mut one);
+    one.result.expect("one file always finishes")
 }
 
 /// Bytes written between two nudges of the kernel's write-back.
@@ -102,19 +154,103 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 /// Buffers in flight between the reading thread and the hashing/writing one.
 const IN_FLIGHT: usize = 4;
 
-/// The copy loop, on two threads: one reads from the device into a small ring of
+/// What the reading thread hands over, in order.
+enum Read1 {
+    /// File `i` opened; its chunks follow.
+    Start(usize),
+    /// The next chunk of the current file: the buffer and how much of it is filled.
+    Chunk(Vec<u8>, usize),
+    /// The current file ended.
+    End,
+    /// File `i` failed to open.
+    NotOpened(usize, SourceError),
+    /// The current file (`i`) failed while being read.
+    Failed(usize, SourceError),
+}
+
+/// One temp file being written: hashed, its head kept, its write-back started early.
+struct TempWrite {
+    temp: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+    head: Vec<u8>,
+    size: u64,
+    flushed: u64,
+}
+
+impl TempWrite {
+    fn new(store: &dyn TempFiles) -> io::Result<TempWrite> {
+        let (temp, file) = store.temp_file()?;
+        Ok(TempWrite {
+            temp,
+            file,
+            hasher: blake3::Hasher::new(),
+            head: Vec::new(),
+            size: 0,
+            flushed: 0,
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.head.len() < HEAD {
+            let take = (HEAD - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        self.hasher.update(chunk);
+        self.file.write_all(chunk)?;
+        self.size += chunk.len() as u64;
+        if self.size - self.flushed >= WRITEBACK_STEP {
+            start_writeback(&self.file, self.flushed, self.size - self.flushed);
+            self.flushed = self.size;
+        }
+        Ok(())
+    }
+
+    /// Closes the file; an error (a short read included) removes it.
+    fn finish(self, expected: u64) -> Result<Copied, CopyError> {
+        if self.size > self.flushed {
+            start_writeback(&self.file, self.flushed, self.size - self.flushed);
+        }
+        if self.size < expected {
+            let size = self.size;
+            self.abandon();
+            return Err(CopyError::Source(SourceError::File(format!(
+                "the device sent {size} of the {expected} bytes it announced; will retry next run"
+            ))));
+        }
+        Ok(Copied {
+            temp: self.temp,
+            hash: self.hasher.finalize(),
+            size: self.size,
+            head: self.head,
+        })
+    }
+
+    fn abandon(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+/// Copies every file of `files` into its own temp file of `store`, in one pass each,
+/// on two threads: one opens and reads the files in turn into a small ring of
 /// buffers, this one hashes each chunk and writes it. Reading (a USB round trip, or a
-/// kernel copy from a card) then overlaps hashing and writing instead of adding to them.
-fn fill(
-    reader: &mut (dyn Read + Send),
-    mut file: &File,
-    expected: u64,
+/// kernel copy from a card) then overlaps hashing and writing, also across files: the
+/// next file is opened and read while the end of the previous one is written. Memory
+/// stays at [`IN_FLIGHT`] chunks whatever the files' sizes.
+///
+/// `copying` hears of each file as it starts, grows and ends; it decides whether to go
+/// on after each. `pool` keeps the chunk buffers from one call to the next.
+pub fn copy_all(
+    files: &mut dyn Files,
+    store: &dyn TempFiles,
     pool: &mut Vec<Vec<u8>>,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(blake3::Hash, u64, Vec<u8>), CopyError> {
+    copying: &mut dyn Copying,
+) {
+    let count = files.count();
+    let sizes: Vec<u64> = (0..count).map(|i| files.expected(i)).collect();
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) =
-            std::sync::mpsc::sync_channel::<io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Read1>(IN_FLIGHT);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
         // Buffers are reused from file to file: fresh ones would cost a page fault per
         // 4 KiB on every file.
@@ -123,65 +259,114 @@ fn fill(
             empty_tx.send(buf).expect("room for every buffer");
         }
         let reading = scope.spawn(move || {
-            // Ends at end of file, on an error, or when the writing side hangs up; hands
-            // back the queue of free buffers.
-            while let Ok(mut buf) = empty_rx.recv() {
-                let got = loop {
-                    match reader.read(&mut buf) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        other => break other,
+            // Ends after the last file, after a vanished device, or when the copying
+            // side hangs up; hands back the free buffers.
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            'files: for i in 0..count {
+                let mut reader = match files.open(i) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let gone = matches!(e, SourceError::Gone(_));
+                        if full_tx.send(Read1::NotOpened(i, e)).is_err() || gone {
+                            break;
+                        }
+                        continue;
                     }
                 };
-                let last = !matches!(got, Ok(n) if n > 0);
-                if full_tx.send(got.map(|n| (buf, n))).is_err() || last {
+                if full_tx.send(Read1::Start(i)).is_err() {
                     break;
                 }
+                loop {
+                    let Some(mut buf) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
+                        break 'files;
+                    };
+                    let got = loop {
+                        match reader.read(&mut buf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            other => break other,
+                        }
+                    };
+                    let message = match got {
+                        Ok(0) => {
+                            spare.push(buf);
+                            Read1::End
+                        }
+                        Ok(n) => Read1::Chunk(buf, n),
+                        Err(e) => {
+                            spare.push(buf);
+                            Read1::Failed(i, SourceError::from_io(e))
+                        }
+                    };
+                    let last = !matches!(message, Read1::Chunk(..));
+                    let gone = matches!(message, Read1::Failed(_, SourceError::Gone(_)));
+                    if full_tx.send(message).is_err() || gone {
+                        break 'files;
+                    }
+                    if last {
+                        break;
+                    }
+                }
             }
-            empty_rx
+            (empty_rx, spare)
         });
 
-        let mut hasher = blake3::Hasher::new();
-        let mut head = Vec::new();
-        let mut size = 0u64;
-        let mut flushed = 0u64;
-        loop {
-            let (buf, n) = match full_rx.recv() {
-                Ok(Ok((buf, 0))) => {
-                    pool.push(buf);
-                    break;
+        // The file being written, or why it failed while its chunks still arrive.
+        let mut current: Option<(usize, Result<TempWrite, CopyError>)> = None;
+        for message in &full_rx {
+            let go_on = match message {
+                Read1::Start(i) => {
+                    copying.started(i);
+                    current = Some((i, TempWrite::new(store).map_err(CopyError::Dest)));
+                    true
                 }
-                Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => return Err(CopyError::Source(SourceError::from_io(e))),
-                Err(_) => unreachable!("the reading thread always sends its last word"),
+                Read1::Chunk(buf, n) => {
+                    if let Some((_, writing)) = &mut current {
+                        if let Ok(w) = writing {
+                            match w.write(&buf[..n]) {
+                                Ok(()) => copying.advanced(n as u64),
+                                Err(e) => {
+                                    if let Ok(w) =
+                                        std::mem::replace(writing, Err(CopyError::Dest(e)))
+                                    {
+                                        w.abandon();
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The reader may have finished already: a closed channel is not an error.
+                    let _ = empty_tx.send(buf);
+                    true
+                }
+                Read1::End => match current.take() {
+                    Some((i, writing)) => {
+                        copying.finished(i, writing.and_then(|w| w.finish(sizes[i])))
+                    }
+                    None => true,
+                },
+                Read1::NotOpened(i, e) => copying.not_opened(i, e),
+                Read1::Failed(i, e) => {
+                    if let Some((_, Ok(w))) = current.take() {
+                        w.abandon();
+                    }
+                    copying.finished(i, Err(CopyError::Source(e)))
+                }
             };
-            let chunk = &buf[..n];
-            if head.len() < HEAD {
-                let take = (HEAD - head.len()).min(n);
-                head.extend_from_slice(&chunk[..take]);
+            if !go_on {
+                break;
             }
-            hasher.update(chunk);
-            file.write_all(chunk).map_err(CopyError::Dest)?;
-            size += n as u64;
-            progress(n as u64);
-            if size - flushed >= WRITEBACK_STEP {
-                start_writeback(file, flushed, size - flushed);
-                flushed = size;
-            }
-            // The reader may have finished already: a closed channel is not an error.
-            let _ = empty_tx.send(buf);
         }
-        if size > flushed {
-            start_writeback(file, flushed, size - flushed);
+        // Stopped early: whatever is half written goes, and the reading side sees the
+        // channels close and stops after its read in flight.
+        if let Some((_, Ok(w))) = current.take() {
+            w.abandon();
         }
-        if let Ok(empty) = reading.join() {
+        drop(full_rx);
+        drop(empty_tx);
+        if let Ok((empty, spare)) = reading.join() {
             pool.extend(empty.try_iter());
+            pool.extend(spare);
         }
-        if size < expected {
-            return Err(CopyError::Source(SourceError::File(format!(
-                "the device sent {size} of the {expected} bytes it announced; will retry next run"
-            ))));
-        }
-        Ok((hasher.finalize(), size, head))
     })
 }
 
@@ -265,5 +450,147 @@ mod tests {
         let r = copy(&mut gone, &store, 3 * CHUNK as u64, &mut pool, &mut |_| {});
         assert!(matches!(r, Err(CopyError::Source(SourceError::Gone(_)))));
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    /// A file that fails: its index, the bytes delivered before failing, the error.
+    type Failure = (usize, u64, fn() -> io::Error);
+
+    /// Files for [`copy_all`]: contents, with the ones that fail to open (`None`)
+    /// or fail after some bytes; records which were opened.
+    struct Roll {
+        files: Vec<Option<Vec<u8>>>,
+        failing: Vec<Failure>,
+        opened: Vec<usize>,
+    }
+
+    impl Files for Roll {
+        fn count(&self) -> usize {
+            self.files.len()
+        }
+        fn expected(&self, i: usize) -> u64 {
+            self.files[i].as_ref().map_or(0, |d| d.len() as u64)
+        }
+        fn open(&mut self, i: usize) -> Result<Box<dyn Read + Send + '_>, SourceError> {
+            self.opened.push(i);
+            let Some(data) = self.files[i].clone() else {
+                return Err(SourceError::File("no such file".into()));
+            };
+            match self.failing.iter().find(|f| f.0 == i) {
+                Some(&(_, ok, err)) => Ok(Box::new(Failing {
+                    data: Cursor::new(data),
+                    ok,
+                    err,
+                })),
+                None => Ok(Box::new(Cursor::new(data))),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        started: Vec<usize>,
+        bytes: u64,
+        /// Index → Ok(hash) or the error's text.
+        finished: Vec<(usize, Result<blake3::Hash, String>)>,
+        stop_after: Option<usize>,
+    }
+
+    impl Copying for Seen {
+        fn started(&mut self, i: usize) {
+            self.started.push(i);
+        }
+        fn advanced(&mut self, bytes: u64) {
+            self.bytes += bytes;
+        }
+        fn finished(&mut self, i: usize, result: Result<Copied, CopyError>) -> bool {
+            let r = match result {
+                Ok(c) => {
+                    assert_eq!(std::fs::read(&c.temp).unwrap().len() as u64, c.size);
+                    Ok(c.hash)
+                }
+                Err(CopyError::Source(e)) => Err(e.to_string()),
+                Err(CopyError::Dest(e)) => Err(format!("dest: {e}")),
+            };
+            self.finished.push((i, r));
+            self.stop_after != Some(i)
+        }
+    }
+
+    #[test]
+    fn many_files_in_order_with_failures_in_between() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let sizes = [3 * CHUNK + 5, 0, 10, 2 * CHUNK, CHUNK + 1];
+        let mut roll = Roll {
+            files: sizes.iter().map(|&n| Some(data(n))).collect(),
+            failing: vec![(3, CHUNK as u64 + 7, || io::Error::other("bad sector"))],
+            opened: Vec::new(),
+        };
+        roll.files[1] = None;
+        let mut seen = Seen::default();
+        let mut pool = Vec::new();
+        copy_all(&mut roll, &store, &mut pool, &mut seen);
+        assert_eq!(roll.opened, [0, 1, 2, 3, 4]);
+        assert_eq!(
+            seen.started,
+            [0, 2, 3, 4],
+            "a file that did not open never starts"
+        );
+        let order: Vec<usize> = seen.finished.iter().map(|f| f.0).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+        for (i, r) in &seen.finished {
+            match i {
+                1 => assert_eq!(r.as_ref().unwrap_err(), "no such file"),
+                3 => assert!(r.as_ref().unwrap_err().contains("bad sector"), "{r:?}"),
+                _ => assert_eq!(r.as_ref().unwrap(), &blake3::hash(&data(sizes[*i]))),
+            }
+        }
+        // Three good files are left in temp files; the failed one is gone.
+        let tmp = d.path().join(".offload/tmp");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 3);
+        assert_eq!(pool.len(), IN_FLIGHT, "every buffer comes back");
+    }
+
+    #[test]
+    fn a_vanished_device_or_a_stop_opens_nothing_more() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let files = || {
+            (0..6)
+                .map(|i| Some(data(CHUNK * 2 + i)))
+                .collect::<Vec<_>>()
+        };
+        let mut roll = Roll {
+            files: files(),
+            failing: vec![(2, 100, || SourceError::Gone("unplugged".into()).into_io())],
+            opened: Vec::new(),
+        };
+        let mut seen = Seen::default();
+        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen);
+        assert_eq!(
+            roll.opened,
+            [0, 1, 2],
+            "nothing is opened after the device went"
+        );
+        assert_eq!(seen.finished.len(), 3);
+        assert_eq!(seen.finished[2].1.as_ref().unwrap_err(), "unplugged");
+
+        // The copying side stops after file 1: the reading side may have opened the
+        // next file already, never more.
+        let mut roll = Roll {
+            files: files(),
+            failing: Vec::new(),
+            opened: Vec::new(),
+        };
+        let mut seen = Seen {
+            stop_after: Some(1),
+            ..Seen::default()
+        };
+        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen);
+        assert!(roll.opened.len() <= 3, "{:?}", roll.opened);
+        assert_eq!(seen.finished.len(), 2);
+        let tmp = d.path().join(".offload/tmp");
+        // Files 0 and 1 of the first call, 0 and 1 of the second: nothing half-written.
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 4);
     }
 }

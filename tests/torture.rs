@@ -159,9 +159,10 @@ impl<'a> Source<'a> {
     }
 
     /// `offload backup --to DEST --json` from this source, with Android `faults`.
+    /// Batches of [`BATCH_FILES`] files, so that one run commits several times.
     fn backup_cmd(&self, dest: &Path, faults: &str) -> Command {
         let d = dest.to_str().unwrap();
-        match self.kind {
+        let mut c = match self.kind {
             Kind::Folder => {
                 let mut c = self.s.cmd(&[
                     "backup",
@@ -185,7 +186,9 @@ impl<'a> Source<'a> {
                 .as_ref()
                 .unwrap()
                 .cmd(self.s, &["backup", "--device", UDID, "--to", d, "--json"]),
-        }
+        };
+        c.env("OFFLOAD_BATCH_FILES", BATCH_FILES.to_string());
+        c
     }
 
     fn backup(&self, dest: &Path) -> Done {
@@ -276,8 +279,13 @@ fn assert_complete(dest: &Path, sources: &BTreeSet<String>, what: &str) {
     assert_eq!(temp_files(dest), 0, "{what}: temp files left behind");
 }
 
+/// Files per commit batch in these runs: a real run commits every 15 s, which these
+/// small rolls never reach.
+const BATCH_FILES: usize = 64;
+
 /// A roll of many small photos and two videos: more files than one commit batch
-/// (256), so that kills land in copies, syncs, renames and catalog commits alike.
+/// ([`BATCH_FILES`]), so that kills land in copies, syncs, renames and catalog commits
+/// alike.
 fn bulk_roll(s: &Scratch, dir: &str, photos: usize, photo_size: usize) -> PathBuf {
     s.roll(
         dir,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -514,6 +515,99 @@ struct Committed {
     filtered: u64,
 }
 
+/// The plan's files, read from the source on the copy's reading thread.
+struct Planned<'a> {
+    source: &'a mut dyn Source,
+    items: &'a [Item],
+}
+
+impl transfer::Files for Planned<'_> {
+    fn count(&self) -> usize {
+        self.items.len()
+    }
+
+    fn expected(&self, i: usize) -> u64 {
+        self.items[i].entry.size
+    }
+
+    fn open(&mut self, i: usize) -> Result<Box<dyn std::io::Read + Send + '_>, SourceError> {
+        self.source.open(&self.items[i].entry, 0)
+    }
+}
+
+/// Where each copied file goes: to the committing thread, or into the report.
+struct Sink<'a> {
+    items: &'a [Item],
+    tx: std::sync::mpsc::SyncSender<(Copied, Item)>,
+    progress: &'a mut Progress,
+    report: &'a mut DeviceReport,
+    /// Originals that are only in iCloud.
+    cloud: Vec<CloudOnly>,
+    /// A destination failure, which ends the run.
+    result: Result<()>,
+    /// Files finished, for the progress line.
+    done: usize,
+}
+
+impl transfer::Copying for Sink<'_> {
+    fn started(&mut self, i: usize) {
+        self.progress.current(&self.items[i].entry.path);
+    }
+
+    fn advanced(&mut self, bytes: u64) {
+        self.progress.advance(bytes);
+    }
+
+    fn not_opened(&mut self, i: usize, error: SourceError) -> bool {
+        let entry = &self.items[i].entry;
+        match error {
+            // A file the library knows that will not even open is an original left in
+            // iCloud (the phone lists a placeholder): reported as such, not as a
+            // failure. A read that fails later is a failure like any other.
+            SourceError::File(why) if entry.facts.in_library => {
+                tracing::info!("{} is only in iCloud: {why}", entry.path);
+                self.cloud.push(cloud_record(entry));
+                true
+            }
+            e => self.finished(i, Err(CopyError::Source(e))),
+        }
+    }
+
+    fn finished(&mut self, i: usize, result: Result<Copied, CopyError>) -> bool {
+        let item = &self.items[i];
+        let entry = &item.entry;
+        self.done += 1;
+        match result {
+            Ok(c) => {
+                let line = format!("copied {} ({})", entry.path, human_bytes(c.size));
+                if self.tx.send((c, item.clone())).is_err() {
+                    // The committing thread stopped on an error; it says which.
+                    return false;
+                }
+                self.progress.file_done(self.done, self.items.len(), &line);
+                true
+            }
+            Err(CopyError::Source(SourceError::Gone(why))) => {
+                self.report.interrupted = Some(why);
+                false
+            }
+            Err(CopyError::Source(e)) => {
+                self.progress
+                    .println(&format!("failed: {}: {e}", entry.path));
+                self.report.failed.push(Skipped {
+                    path: entry.path.clone(),
+                    reason: e.to_string(),
+                });
+                true
+            }
+            Err(CopyError::Dest(e)) => {
+                self.result = Err(e.into());
+                false
+            }
+        }
+    }
+}
+
 /// Copies one source's plan. Source failures are recorded in `report` (a vanished
 /// device sets `report.interrupted`); destination failures are returned, after the
 /// files already copied have been committed where possible.
@@ -554,12 +648,21 @@ fn copy_source(
                 }
                 Ok(())
             };
-            for (copied, item) in rx {
-                match batch.add(copied, item) {
-                    Ok(Outcome::Duplicate) => done.duplicates += 1,
-                    Ok(Outcome::Filtered) => done.filtered += 1,
-                    Ok(Outcome::Queued) => {}
-                    Err(e) => return (done, Err(e)),
+            loop {
+                // Waits for the next file no longer than the batch may stay unsynced.
+                let next = match batch.due_in() {
+                    Some(wait) => rx.recv_timeout(wait),
+                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match next {
+                    Ok((copied, item)) => match batch.add(copied, item) {
+                        Ok(Outcome::Duplicate) => done.duplicates += 1,
+                        Ok(Outcome::Filtered) => done.filtered += 1,
+                        Ok(Outcome::Queued) => {}
+                        Err(e) => return (done, Err(e)),
+                    },
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
                 if batch.is_full() {
                     if let Err(e) = flush(&mut batch, &mut done) {
@@ -571,54 +674,26 @@ fn copy_source(
             (done, r)
         });
 
-        let mut pool = Vec::new();
-        let mut cloud = Vec::new();
-        let mut result: Result<()> = Ok(());
-        for (done, item) in plan.to_copy.into_iter().enumerate() {
-            let entry = &item.entry;
-            progress.current(&entry.path);
-            let copied = match source.open(entry, 0) {
-                Ok(mut reader) => {
-                    transfer::copy(&mut *reader, store, entry.size, &mut pool, &mut |n| {
-                        progress.advance(n)
-                    })
-                }
-                // A file the library knows that will not even open is an original left
-                // in iCloud (the phone lists a placeholder): reported as such, not as a
-                // failure. A read that fails later is a failure like any other.
-                Err(SourceError::File(why)) if entry.facts.in_library => {
-                    tracing::info!("{} is only in iCloud: {why}", entry.path);
-                    cloud.push(cloud_record(entry));
-                    continue;
-                }
-                Err(e) => Err(CopyError::Source(e)),
-            };
-            match copied {
-                Ok(c) => {
-                    let line = format!("copied {} ({})", entry.path, human_bytes(c.size));
-                    if tx.send((c, item)).is_err() {
-                        // The committing thread stopped on an error; it says which.
-                        break;
-                    }
-                    progress.file_done(done + 1, total, &line);
-                }
-                Err(CopyError::Source(SourceError::Gone(why))) => {
-                    report.interrupted = Some(why);
-                    break;
-                }
-                Err(CopyError::Source(e)) => {
-                    progress.println(&format!("failed: {}: {e}", entry.path));
-                    report.failed.push(Skipped {
-                        path: entry.path.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-                Err(CopyError::Dest(e)) => {
-                    result = Err(e.into());
-                    break;
-                }
-            }
-        }
+        let mut planned = Planned {
+            source,
+            items: &plan.to_copy,
+        };
+        let mut sink = Sink {
+            items: &plan.to_copy,
+            tx,
+            progress,
+            report,
+            cloud: Vec::new(),
+            result: Ok(()),
+            done: 0,
+        };
+        transfer::copy_all(&mut planned, store, &mut Vec::new(), &mut sink);
+        let Sink {
+            tx,
+            mut cloud,
+            result,
+            ..
+        } = sink;
         drop(tx);
         let (committed, commit_result) = committer.join().expect("the committing thread panicked");
         report.cloud_only.append(&mut cloud);
