@@ -80,7 +80,11 @@ def table(title, rows, base, note):
     return "\n".join(lines) + "\n"
 
 
-def first_run(args, work, offload):
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+def first_run(args, work, offload, summary):
     src = os.path.join(work, "roll-first")
     params = f"{args.photos} {args.photo_size} {args.videos} {args.video_size}"
     if not made_with(src, params):
@@ -104,6 +108,18 @@ def first_run(args, work, offload):
             print(f"first run, round {r + 1}: {name}: {secs:.2f} s, {rss:.0f} MiB", flush=True)
     shutil.rmtree(os.path.join(work, "dst"), ignore_errors=True)
     total = args.photos * args.photo_size + args.videos * args.video_size
+    med = {k: statistics.median(v[0]) for k, v in rows.items()}
+    ours = med["offload backup"]
+    rss = max(rows["offload backup"][1])
+    summary += [
+        ("first run ≤ 0.9× the time of `rsync -a --fsync`",
+         f"{ours / med['rsync -a --fsync']:.2f}× ({ours:.2f} s vs {med['rsync -a --fsync']:.2f} s, "
+         f"{total / 1e9:.2f} GB)", verdict(ours <= 0.9 * med["rsync -a --fsync"])),
+        ("first run ≤ 1.5× the time of plain `rsync -a`",
+         f"{ours / med['rsync -a']:.2f}× ({ours:.2f} s vs {med['rsync -a']:.2f} s)",
+         verdict(ours <= 1.5 * med["rsync -a"])),
+        ("first run peak RSS ≤ 64 MiB", f"{rss:.0f} MiB", verdict(rss <= 64)),
+    ]
     return table(
         "First run: copy a new camera roll",
         rows, "offload backup",
@@ -115,7 +131,7 @@ def first_run(args, work, offload):
         "on this disk.")
 
 
-def noop_rerun(args, work, offload):
+def noop_rerun(args, work, offload, summary):
     src = os.path.join(work, "roll-noop")
     if not made_with(src, str(args.noop_files)):
         shutil.rmtree(src, ignore_errors=True)
@@ -143,6 +159,11 @@ def noop_rerun(args, work, offload):
             print(f"no-op rerun, round {r + 1}: {name}: {secs:.2f} s, {rss:.0f} MiB", flush=True)
     for name in rows:
         shutil.rmtree(os.path.join(work, "noop-" + name.split()[0]), ignore_errors=True)
+    ours = statistics.median(rows["offload backup"][0])
+    theirs = statistics.median(rows["rsync -a"][0])
+    summary.append((f"no-op rerun on {args.noop_files:,} files ≤ 1.0× `rsync -a`",
+                    f"{ours / theirs:.2f}× ({ours:.2f} s vs {theirs:.2f} s)",
+                    verdict(ours <= theirs)))
     return table(
         "No-op rerun: nothing is new",
         rows, "offload backup",
@@ -168,23 +189,30 @@ def main():
     offload = os.path.join(ROOT, "target", "release", "offload")
     os.makedirs(args.work, exist_ok=True)
     sections = []
+    # (target, what was measured, verdict) for the summary at the top.
+    summary = []
     only = args.only or ["first", "noop", "android", "iphone"]
     if "first" in only:
-        sections.append(first_run(args, args.work, offload))
+        sections.append(first_run(args, args.work, offload, summary))
     if "noop" in only:
-        sections.append(noop_rerun(args, args.work, offload))
+        sections.append(noop_rerun(args, args.work, offload, summary))
     # Phone scenarios live in their own files: scripts/bench_android.py, bench_iphone.py,
-    # each with `run(args, work, offload) -> str` (a markdown section).
+    # each with `run(args, work, offload) -> (markdown section, summary rows)`.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     for phone in ["android", "iphone"]:
         if phone in only:
             module = __import__(f"bench_{phone}")
-            sections.append(module.run(args, args.work, offload))
+            text, rows = module.run(args, args.work, offload)
+            sections.append(text)
+            summary += rows
     cpu = subprocess.run(["sh", "-c", "nproc; uname -r; df -hT " + args.work + " | tail -1"],
                          capture_output=True, text=True).stdout.split("\n")
     head = ("# Benchmarks\n\nWritten by `scripts/bench.sh` on "
             f"{time.strftime('%Y-%m-%d')}: {cpu[0]} cores, kernel {cpu[1]}, disk `{cpu[2].strip()}`.\n"
             "Peak RSS is the largest resident set of the tool's process tree leader (wait4).\n\n")
+    head += ("## Summary against the targets\n\nMedians of runs made side by side, in "
+             "alternating order, in this one invocation.\n\n| target | measured | |\n|---|---|---|\n")
+    head += "".join(f"| {t} | {m} | {v} |\n" for t, m, v in summary) + "\n"
     with open(args.out, "w") as f:
         f.write(head + "\n".join(sections))
     print(f"wrote {args.out}")

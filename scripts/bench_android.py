@@ -152,4 +152,13 @@ def run(args, work, offload):
         lines.append(f"| {name} | {statistics.median(secs):.2f} | {min(secs):.2f} | "
                      f"{max(secs):.2f} | {max(rss):.0f} |")
     lines += ["", REAL_HARDWARE, ""]
-    return "\n".join(lines)
+    loop = mbps["mtp-rs loop"]
+    list_ours = statistics.median(listing["offload backup --dry-run"][0])
+    list_loop = statistics.median(listing["mtp-rs loop --list-only"][0])
+    summary = [
+        ("Android: ≥ 0.9× the throughput of the bare `download_windowed` loop",
+         f"{ours / loop:.2f}× ({ours:.0f} vs {loop:.0f} MB/s, {total / 1e9:.2f} GB)",
+         "met" if ours >= 0.9 * loop else "**not met**"),
+        (f"Android: list {files:,} files", f"{list_ours:.2f} s (the loop: {list_loop:.2f} s)", ""),
+    ]
+    return "\n".join(lines), summary

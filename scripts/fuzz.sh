@@ -39,9 +39,11 @@ for t in "${targets[@]}"; do
   corpus=fuzz/corpus/$t
   mkdir -p "$corpus"
   extra=()
+  # Inputs that once failed stay in the run, so that the bug cannot come back.
+  [ -d "fuzz/seeds/$t" ] && extra+=("fuzz/seeds/$t")
   args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
   if [ "$t" = metadata ]; then
-    [ -d "$fixtures" ] && extra=("$fixtures")
+    [ -d "$fixtures" ] && extra+=("$fixtures")
     args+=(-max_len=262144)
   fi
   log=$(mktemp)
