@@ -421,9 +421,15 @@ async fn handle(
                     }
                 }
             }
+            // No more than the file still holds, so that a small photo does not cost a
+            // 4 MiB buffer; the buffer is zeroed only where it grows.
+            let left = f
+                .file
+                .metadata()
+                .map(|m| m.len().saturating_sub(f.pos))
+                .unwrap_or(len);
             let mut buf = std::mem::take(scratch);
-            // Zeroes only what the buffer grows by.
-            buf.resize(len as usize, 0);
+            buf.resize(len.min(left) as usize, 0);
             let mut got = 0usize;
             while got < buf.len() {
                 match f.file.read_at(&mut buf[got..], f.pos + got as u64) {
