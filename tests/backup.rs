@@ -526,13 +526,7 @@ fn a_second_run_on_a_locked_store_is_refused() {
 fn usage_errors_and_missing_sources() {
     let s = Scratch::new();
     let dest = s.path("dest");
-    let r = s.run(&[
-        "backup",
-        "--from",
-        s.path("nope").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ]);
+    let r = s.backup_from("nope", &dest);
     r.code(3);
     assert!(r.stderr.contains("Cannot read the folder"), "{}", r.stderr);
     fs::create_dir_all(s.path("SD")).unwrap();
@@ -592,14 +586,7 @@ fn usage_errors_and_missing_sources() {
     assert!(!dest.exists(), "a dry run creates nothing");
     // Named on the command line once, the store is created; the config then finds it.
     write(&s.path("SD0/first.jpg"), b"first", MAY_2024);
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("SD0").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("SD0", &dest).ok();
     let r = s.run(&["backup", "--from", s.path("SD").to_str().unwrap()]);
     r.ok();
     assert!(
@@ -628,14 +615,7 @@ fn status_reports_sources_and_categories() {
     let s = Scratch::new();
     s.roll("SD", &[]);
     let dest = s.path("dest");
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("SD").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("SD", &dest).ok();
     let r = s.run(&["status", "--to", dest.to_str().unwrap(), "--json"]);
     r.ok();
     let j = r.json();

@@ -3,16 +3,14 @@
 //! on real camera files and on the virtual iPhone with its Photos library.
 
 mod common;
-#[path = "common/iphone_sim.rs"]
-mod iphone_sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use common::phones::Sim;
 use common::*;
-use iphone_sim::Sim;
 
 /// The iCloud message for the iPhone roll: two photos and a video are optimised away.
 const ROLL_CLOUD_MESSAGE: &str = "2 photos and 1 video are only in iCloud (Optimize iPhone \
@@ -740,14 +738,7 @@ fn categories_of_every_real_fixture() {
         }
     }
     let dest = s.path("dest");
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("card").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("card", &dest).ok();
     let src = source_files(&s.path("card"));
     let cats = categories(&dest);
     let files = catalog_files(&dest);

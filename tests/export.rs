@@ -2,15 +2,13 @@
 //! folder into a plain folder; verified, idempotent, never overwriting; HEIC → JPEG.
 
 mod common;
-#[path = "common/iphone_sim.rs"]
-mod iphone_sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
+use common::phones::Sim;
 use common::*;
-use iphone_sim::Sim;
 
 /// Every file in an export folder: relative path → hash. Nothing of offload's own may
 /// be left there.
@@ -31,14 +29,7 @@ fn store(s: &Scratch) -> std::path::PathBuf {
     s.roll("SD", &[]);
     s.roll("phone", &["--kind", "iphone"]);
     let dest = s.path("dest");
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("SD").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("SD", &dest).ok();
     let sim = Sim::start(s, &s.path("phone"), &[]);
     sim.run(s, &["backup", "--to", dest.to_str().unwrap()]).ok();
     dest

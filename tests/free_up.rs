@@ -173,14 +173,7 @@ fn an_iphone_is_never_written_to() {
     let sim = Sim::spawn(&s, &dir, &[]);
     let dest = s.path("dest");
     let d = dest.to_str().unwrap();
-    let run = |args: &[&str]| {
-        Done::from(
-            s.cmd(args)
-                .env("USBMUXD_SOCKET_ADDRESS", &sim.addr)
-                .output()
-                .unwrap(),
-        )
-    };
+    let run = |args: &[&str]| sim.run(&s, args);
     run(&["backup", "--to", d]).ok();
     let r = run(&["free-up", "--to", d, "--yes"]);
     r.ok();

@@ -818,14 +818,7 @@ fn doctor_names_each_problem_and_its_fix() {
     // A catalog damaged on purpose.
     let dest = s.path("dest");
     s.roll("SD", &[]);
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("SD").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("SD", &dest).ok();
     let cat = dest.join(".offload/catalog.sqlite");
     let _ = fs::remove_file(dest.join(".offload/catalog.sqlite-wal"));
     let _ = fs::remove_file(dest.join(".offload/catalog.sqlite-shm"));
@@ -895,14 +888,7 @@ fn doctor_passes_a_healthy_setup_with_warnings_only() {
     let s = Scratch::new();
     let dest = s.path("dest");
     s.roll("SD", &[]);
-    s.run(&[
-        "backup",
-        "--from",
-        s.path("SD").to_str().unwrap(),
-        "--to",
-        dest.to_str().unwrap(),
-    ])
-    .ok();
+    s.backup_from("SD", &dest).ok();
     let (code, j) = doctor(&s, &["--to", dest.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{j:#}");
     assert_eq!(j["problems"], 0);

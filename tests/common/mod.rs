@@ -69,6 +69,16 @@ impl Scratch {
     pub fn run(&self, args: &[&str]) -> Done {
         Done::from(self.cmd(args).output().expect("offload runs"))
     }
+    /// `offload backup --from ROLL --to DEST`, ROLL a folder of this scratch area.
+    pub fn backup_from(&self, roll: &str, dest: &Path) -> Done {
+        self.run(&[
+            "backup",
+            "--from",
+            self.path(roll).to_str().unwrap(),
+            "--to",
+            dest.to_str().unwrap(),
+        ])
+    }
     /// Generates a camera roll with the project's generator; returns its manifest.
     pub fn roll(&self, dir: &str, extra: &[&str]) -> Vec<serde_json::Value> {
         let manifest = self.path(&format!("{dir}.manifest.json"));

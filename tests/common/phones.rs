@@ -111,6 +111,11 @@ impl Sim {
             .env_remove("OFFLOAD_VIRTUAL_STATS");
         c
     }
+
+    /// Runs `offload ARGS` pointed at this phone.
+    pub fn run(&self, s: &Scratch, args: &[&str]) -> Done {
+        Done::from(self.cmd(s, args).output().expect("offload runs"))
+    }
 }
 
 impl Drop for Sim {
