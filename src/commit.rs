@@ -63,6 +63,32 @@ struct Pending {
     live_pair: Option<String>,
 }
 
+/// A time limit that starts with the first thing waiting and ends when it is dealt with.
+struct Deadline {
+    after: Duration,
+    since: Option<Instant>,
+}
+
+impl Deadline {
+    fn new(after: Duration) -> Deadline {
+        Deadline { after, since: None }
+    }
+
+    /// Starts the clock unless it runs already: the oldest waiting thing counts.
+    fn start(&mut self) {
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Time left (zero once due); `None` while nothing waits.
+    fn due_in(&self) -> Option<Duration> {
+        self.since.map(|t| self.after.saturating_sub(t.elapsed()))
+    }
+
+    fn clear(&mut self) {
+        self.since = None;
+    }
+}
+
 /// What became of the still of a Live Photo in this run, for its motion half.
 struct Still {
     kept: bool,
@@ -100,8 +126,8 @@ pub struct Batch<'a> {
     pending: Vec<Pending>,
     /// Stills of Live Photos seen in this run, by remote path.
     stills: HashMap<String, Still>,
-    /// When the oldest file or sighting still waiting was queued.
-    since: Option<Instant>,
+    /// When the batch is due: [`FLUSH_AFTER`] after its oldest file or sighting.
+    deadline: Deadline,
     max_files: usize,
     /// Hashes queued in this batch, so that a second copy within the batch is a duplicate.
     queued_hashes: HashSet<blake3::Hash>,
@@ -128,7 +154,7 @@ impl<'a> Batch<'a> {
             source_id,
             pending: Vec::new(),
             stills: HashMap::new(),
-            since: None,
+            deadline: Deadline::new(FLUSH_AFTER),
             max_files: std::env::var(BATCH_FILES_ENV)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -218,7 +244,7 @@ impl<'a> Batch<'a> {
                 }
             }
             self.sightings.push((entry, hex, tags));
-            self.since.get_or_insert_with(Instant::now);
+            self.deadline.start();
             return Ok(Outcome::Duplicate);
         }
         let date = found
@@ -237,7 +263,7 @@ impl<'a> Batch<'a> {
             _ => None,
         };
         self.queued_hashes.insert(copied.hash);
-        self.since.get_or_insert_with(Instant::now);
+        self.deadline.start();
         // The head was only needed for the category; do not hold it for the whole batch.
         let copied = Copied {
             head: Vec::new(),
@@ -267,7 +293,7 @@ impl<'a> Batch<'a> {
     /// waiting for the next file waits no longer than this, so that files copied before
     /// a long one (a 4 GB video over USB 2) are not left unsynced while it arrives.
     pub fn due_in(&self) -> Option<Duration> {
-        self.since.map(|t| FLUSH_AFTER.saturating_sub(t.elapsed()))
+        self.deadline.due_in()
     }
 
     /// Makes every queued file durable under its final name and records the batch.
@@ -378,7 +404,7 @@ impl<'a> Batch<'a> {
             })
             .collect();
         self.pending.clear();
-        self.since = None;
+        self.deadline.clear();
         self.queued_hashes.clear();
         self.sightings.clear();
         Ok(stored)
@@ -401,6 +427,24 @@ pub(crate) fn with_extension_of(still: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_falls_due_after_its_oldest_file_waited_long_enough() {
+        let after = Duration::from_millis(50);
+        let mut d = Deadline::new(after);
+        assert_eq!(d.due_in(), None, "nothing waits");
+        d.start();
+        let left = d.due_in().unwrap();
+        assert!(left > Duration::ZERO && left <= after, "{left:?}");
+        std::thread::sleep(after / 2);
+        // A later file does not push the limit back.
+        d.start();
+        assert!(d.due_in().unwrap() <= after / 2);
+        std::thread::sleep(after / 2);
+        assert_eq!(d.due_in(), Some(Duration::ZERO));
+        d.clear();
+        assert_eq!(d.due_in(), None);
+    }
 
     #[test]
     fn motion_halves_take_the_stills_name() {

@@ -106,11 +106,11 @@ pub fn copy(
             Ok(Box::new(&mut *self.reader))
         }
     }
-    struct Result1<'p> {
+    struct OneResult<'p> {
         progress: &'p mut dyn FnMut(u64),
         result: Option<Result<Copied, CopyError>>,
     }
-    impl Copying for Result1<'_> {
+    impl Copying for OneResult<'_> {
         fn advanced(&mut self, bytes: u64) {
             (self.progress)(bytes)
         }
@@ -119,7 +119,7 @@ pub fn copy(
             false
         }
     }
-    let mut one = Result1 {
+    let mut one = OneResult {
         progress,
         result: None,
     };
@@ -155,7 +155,7 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 const IN_FLIGHT: usize = 4;
 
 /// What the reading thread hands over, in order.
-enum Read1 {
+enum FromReader {
     /// File `i` opened; its chunks follow.
     Start(usize),
     /// The next chunk of the current file: the buffer and how much of it is filled.
@@ -250,7 +250,7 @@ pub fn copy_all(
     let count = files.count();
     let sizes: Vec<u64> = (0..count).map(|i| files.expected(i)).collect();
     std::thread::scope(|scope| {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Read1>(IN_FLIGHT);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<FromReader>(IN_FLIGHT);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
         // Buffers are reused from file to file: fresh ones would cost a page fault per
         // 4 KiB on every file.
@@ -267,13 +267,13 @@ pub fn copy_all(
                     Ok(r) => r,
                     Err(e) => {
                         let gone = matches!(e, SourceError::Gone(_));
-                        if full_tx.send(Read1::NotOpened(i, e)).is_err() || gone {
+                        if full_tx.send(FromReader::NotOpened(i, e)).is_err() || gone {
                             break;
                         }
                         continue;
                     }
                 };
-                if full_tx.send(Read1::Start(i)).is_err() {
+                if full_tx.send(FromReader::Start(i)).is_err() {
                     break;
                 }
                 loop {
@@ -289,16 +289,16 @@ pub fn copy_all(
                     let message = match got {
                         Ok(0) => {
                             spare.push(buf);
-                            Read1::End
+                            FromReader::End
                         }
-                        Ok(n) => Read1::Chunk(buf, n),
+                        Ok(n) => FromReader::Chunk(buf, n),
                         Err(e) => {
                             spare.push(buf);
-                            Read1::Failed(i, SourceError::from_io(e))
+                            FromReader::Failed(i, SourceError::from_io(e))
                         }
                     };
-                    let last = !matches!(message, Read1::Chunk(..));
-                    let gone = matches!(message, Read1::Failed(_, SourceError::Gone(_)));
+                    let last = !matches!(message, FromReader::Chunk(..));
+                    let gone = matches!(message, FromReader::Failed(_, SourceError::Gone(_)));
                     if full_tx.send(message).is_err() || gone {
                         break 'files;
                     }
@@ -310,47 +310,51 @@ pub fn copy_all(
             (empty_rx, spare)
         });
 
-        // The file being written, or why it failed while its chunks still arrive.
-        let mut current: Option<(usize, Result<TempWrite, CopyError>)> = None;
+        // The file being written; `None` between files and after the current one failed
+        // (its failure is reported at once, its remaining chunks are dropped).
+        let mut current: Option<(usize, TempWrite)> = None;
         for message in &full_rx {
             let go_on = match message {
-                Read1::Start(i) => {
+                FromReader::Start(i) => {
                     copying.started(i);
-                    current = Some((i, TempWrite::new(store).map_err(CopyError::Dest)));
-                    true
-                }
-                Read1::Chunk(buf, n) => {
-                    if let Some((_, writing)) = &mut current {
-                        if let Ok(w) = writing {
-                            match w.write(&buf[..n]) {
-                                Ok(()) => copying.advanced(n as u64),
-                                Err(e) => {
-                                    if let Ok(w) =
-                                        std::mem::replace(writing, Err(CopyError::Dest(e)))
-                                    {
-                                        w.abandon();
-                                    }
-                                }
-                            }
+                    match TempWrite::new(store) {
+                        Ok(w) => {
+                            current = Some((i, w));
+                            true
                         }
+                        Err(e) => copying.finished(i, Err(CopyError::Dest(e))),
                     }
+                }
+                FromReader::Chunk(buf, n) => {
+                    let written = current.as_mut().map(|(_, w)| w.write(&buf[..n]));
                     // The reader may have finished already: a closed channel is not an error.
                     let _ = empty_tx.send(buf);
-                    true
-                }
-                Read1::End => match current.take() {
-                    Some((i, writing)) => {
-                        copying.finished(i, writing.and_then(|w| w.finish(sizes[i])))
+                    match written {
+                        Some(Ok(())) => {
+                            copying.advanced(n as u64);
+                            true
+                        }
+                        Some(Err(e)) => {
+                            let (i, w) = current.take().expect("a file is being written");
+                            w.abandon();
+                            copying.finished(i, Err(CopyError::Dest(e)))
+                        }
+                        None => true,
                     }
+                }
+                FromReader::End => match current.take() {
+                    Some((i, w)) => copying.finished(i, w.finish(sizes[i])),
                     None => true,
                 },
-                Read1::NotOpened(i, e) => copying.not_opened(i, e),
-                Read1::Failed(i, e) => {
-                    if let Some((_, Ok(w))) = current.take() {
+                FromReader::NotOpened(i, e) => copying.not_opened(i, e),
+                FromReader::Failed(i, e) => match current.take() {
+                    Some((_, w)) => {
                         w.abandon();
+                        copying.finished(i, Err(CopyError::Source(e)))
                     }
-                    copying.finished(i, Err(CopyError::Source(e)))
-                }
+                    // Its destination failed first, and was reported then.
+                    None => true,
+                },
             };
             if !go_on {
                 break;
@@ -358,7 +362,7 @@ pub fn copy_all(
         }
         // Stopped early: whatever is half written goes, and the reading side sees the
         // channels close and stops after its read in flight.
-        if let Some((_, Ok(w))) = current.take() {
+        if let Some((_, w)) = current.take() {
             w.abandon();
         }
         drop(full_rx);
@@ -592,5 +596,45 @@ mod tests {
         let tmp = d.path().join(".offload/tmp");
         // Files 0 and 1 of the first call, 0 and 1 of the second: nothing half-written.
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 4);
+    }
+
+    /// Temp files that cannot be written (opened read-only), as on a failing drive.
+    struct Unwritable(PathBuf);
+
+    impl TempFiles for Unwritable {
+        fn temp_file(&self) -> io::Result<(PathBuf, File)> {
+            let path = self
+                .0
+                .join(format!("t{}", std::fs::read_dir(&self.0)?.count()));
+            File::create(&path)?;
+            Ok((path.clone(), File::open(&path)?))
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_is_reported_and_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let mut roll = Roll {
+            files: vec![Some(data(3 * CHUNK)), Some(data(10))],
+            failing: Vec::new(),
+            opened: Vec::new(),
+        };
+        let mut seen = Seen::default();
+        copy_all(
+            &mut roll,
+            &Unwritable(d.path().into()),
+            &mut Vec::new(),
+            &mut seen,
+        );
+        assert_eq!(seen.finished.len(), 2, "{:?}", seen.finished);
+        for (_, r) in &seen.finished {
+            assert!(r.as_ref().unwrap_err().starts_with("dest: "), "{r:?}");
+        }
+        assert_eq!(seen.bytes, 0);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "temp files left"
+        );
     }
 }
