@@ -6,12 +6,13 @@
 //! (one AFC Read each) and written under OUTDIR. No hashing, no catalog, no dates.
 //!
 //! ```text
-//! cargo run --release --example afc_read_loop -- ADDR OUTDIR [--list-only] [--fsync] [--chunk BYTES]
+//! cargo run --release --example afc_read_loop -- ADDR OUTDIR [--list-only] [--fsync] [--syncfs] [--chunk BYTES]
 //! ```
 //!
 //! ADDR is `host:port` (TCP, e.g. an `offload sim iphone`) or a Unix socket path
 //! (`/var/run/usbmuxd`). `--list-only` lists and reads nothing; `--fsync` syncs each file
-//! once written. Prints one line: files, bytes, seconds listing, seconds in all.
+//! once written; `--syncfs` syncs OUTDIR's filesystem once, after the last file (the
+//! cheapest way to make the copies durable). Prints one line: files, bytes, seconds listing, seconds in all.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -32,29 +33,33 @@ struct Args {
     out: PathBuf,
     list_only: bool,
     fsync: bool,
+    syncfs: bool,
     chunk: u64,
 }
 
 fn parse_args() -> Result<Args> {
     let mut positional = Vec::new();
-    let (mut list_only, mut fsync, mut chunk) = (false, false, 4u64 << 20);
+    let (mut list_only, mut fsync, mut syncfs, mut chunk) = (false, false, false, 4u64 << 20);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--list-only" => list_only = true,
             "--fsync" => fsync = true,
+            "--syncfs" => syncfs = true,
             "--chunk" => chunk = it.next().ok_or("--chunk needs a value")?.parse()?,
             _ if a.starts_with("--") => return Err(format!("unknown option {a}").into()),
             _ => positional.push(a),
         }
     }
-    let [addr, out] = <[String; 2]>::try_from(positional)
-        .map_err(|_| "usage: afc_read_loop ADDR OUTDIR [--list-only] [--fsync] [--chunk BYTES]")?;
+    let [addr, out] = <[String; 2]>::try_from(positional).map_err(|_| {
+        "usage: afc_read_loop ADDR OUTDIR [--list-only] [--fsync] [--syncfs] [--chunk BYTES]"
+    })?;
     Ok(Args {
         addr,
         out: out.into(),
         list_only,
         fsync,
+        syncfs,
         chunk,
     })
 }
@@ -107,6 +112,9 @@ async fn run(args: Args) -> Result<()> {
     if !args.list_only {
         for (path, _) in &files {
             bytes += copy(&mut afc, path, &args).await?;
+        }
+        if args.syncfs {
+            rustix::fs::syncfs(std::fs::File::open(&args.out)?)?;
         }
     }
     println!(

@@ -3,7 +3,7 @@
 //! into files, with nothing of offload around it (no hashing, no catalog, no layout).
 //!
 //! ```text
-//! mtp_read_loop PHONE_DIR OUT_DIR [--window BYTES] [--fsync] [--list-only]
+//! mtp_read_loop PHONE_DIR OUT_DIR [--window BYTES] [--fsync] [--syncfs] [--list-only]
 //! ```
 //!
 //! PHONE_DIR is served as a phone the way `OFFLOAD_VIRTUAL_ANDROID` serves it (same
@@ -12,7 +12,8 @@
 //! (`Storage::collect_objects`, as offload does; hidden files and folders skipped), then
 //! downloads each file with `download_windowed` (8 MiB windows, offload's default) into
 //! OUT_DIR/<path on the phone>. `--fsync` syncs each file before the next (offload makes
-//! its copies durable too). `--list-only` stops after the listing.
+//! its copies durable too); `--syncfs` syncs OUT_DIR's filesystem once, after the last file
+//! (the cheapest way to make the copies durable). `--list-only` stops after the listing.
 //!
 //! Prints one JSON line: files, bytes, list_s, read_s.
 
@@ -30,12 +31,13 @@ struct Args {
     out: PathBuf,
     window: u32,
     fsync: bool,
+    syncfs: bool,
     list_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
     let mut positional = Vec::new();
-    let (mut window, mut fsync, mut list_only) = (8u32 << 20, false, false);
+    let (mut window, mut fsync, mut syncfs, mut list_only) = (8u32 << 20, false, false, false);
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
         match arg.to_str() {
@@ -46,18 +48,20 @@ fn parse_args() -> Result<Args> {
                     .ok_or("--window needs a number of bytes")?
             }
             Some("--fsync") => fsync = true,
+            Some("--syncfs") => syncfs = true,
             Some("--list-only") => list_only = true,
             _ => positional.push(PathBuf::from(arg)),
         }
     }
     let [phone, out] = <[PathBuf; 2]>::try_from(positional).map_err(|_| {
-        "usage: mtp_read_loop PHONE_DIR OUT_DIR [--window BYTES] [--fsync] [--list-only]"
+        "usage: mtp_read_loop PHONE_DIR OUT_DIR [--window BYTES] [--fsync] [--syncfs] [--list-only]"
     })?;
     Ok(Args {
         phone,
         out,
         window,
         fsync,
+        syncfs,
         list_only,
     })
 }
@@ -137,6 +141,9 @@ async fn run(args: &Args, serial: &str) -> Result<()> {
                 return Err(format!("{path}: read {got} of {size} bytes").into());
             }
             bytes += got;
+        }
+        if args.syncfs {
+            rustix::fs::syncfs(std::fs::File::open(&args.out)?)?;
         }
     }
     println!(

@@ -80,6 +80,28 @@ def table(title, rows, base, note):
     return "\n".join(lines) + "\n"
 
 
+def ram_dir(work, need):
+    """A fresh folder in RAM (tmpfs) with room for `need` bytes and some to spare, or
+    (None, why not). Phone benchmarks copy there as well as onto the disk: with the
+    destination in RAM the bare read loops measure the transport's ceiling, not how fast
+    this disk takes writes."""
+    base = "/dev/shm"
+    try:
+        kind = subprocess.run(["stat", "-f", "-c", "%T", base], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        st = os.statvfs(base)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return None, f"{base} cannot be used ({e})"
+    if kind != "tmpfs":
+        return None, f"{base} is {kind}, not tmpfs"
+    free = st.f_bavail * st.f_frsize
+    if free < need * 1.2:
+        return None, f"{base} has {free / 1e9:.1f} GB free, {need * 1.2 / 1e9:.1f} GB needed"
+    path = os.path.join(base, f"offload-bench-{os.getpid()}-{os.path.basename(work)}")
+    os.makedirs(path, exist_ok=True)
+    return path, None
+
+
 def verdict(ok):
     return "met" if ok else "**not met**"
 
