@@ -146,7 +146,11 @@ fn is_motion_photo_content(head: &[u8]) -> bool {
         b"MotionPhoto>1<",
         b"MicroVideo>1<",
     ];
-    FLAGS.iter().any(|f| head.windows(f.len()).any(|w| w == *f))
+    // memmem: a byte-by-byte scan of 64 KiB per flag cost 0.3 ms a photo, on the
+    // committing thread, CPU the copy of the next file then lacks.
+    FLAGS
+        .iter()
+        .any(|f| memchr::memmem::find(head, f).is_some())
 }
 
 fn is_screenshot(folders: &str, name: &str) -> bool {
