@@ -5,12 +5,13 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
-use crate::source::SourceError;
+use crate::source::{FileRead, SourceError};
 use crate::store::Store;
 
-/// Bytes per read. Large enough for few round trips on phones (AFC, MTP windows) and
-/// few system calls; small enough that memory stays flat whatever the file size.
-pub const CHUNK: usize = 1 << 20;
+/// Bytes per read into the copy's own buffers. Large enough for few system calls; small
+/// enough that memory stays flat whatever the file size. (A reader may hand over a
+/// chunk of its own instead, at most one device round trip: see [`FileRead::read_chunk`].)
+pub const CHUNK: usize = crate::source::DEFAULT_CHUNK;
 
 /// How many leading bytes are kept for content sniffing.
 pub const HEAD: usize = 64 * 1024;
@@ -58,7 +59,7 @@ pub trait Files: Send {
 
     /// Opens file `i` (`i < count()`) at its start. Errors as [`crate::source::Source::open`]:
     /// [`SourceError::Gone`] ends the run, anything else fails this file only.
-    fn open(&mut self, i: usize) -> Result<Box<dyn Read + Send + '_>, SourceError>;
+    fn open(&mut self, i: usize) -> Result<Box<dyn FileRead + '_>, SourceError>;
 }
 
 /// The copying side of [`copy_all`], told on the calling thread what happens.
@@ -95,6 +96,14 @@ pub fn copy(
         reader: &'r mut (dyn Read + Send),
         expected: u64,
     }
+    /// Any reader, read into the copy's buffers.
+    struct Plain<'r>(&'r mut (dyn Read + Send));
+    impl Read for Plain<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl FileRead for Plain<'_> {}
     impl Files for One<'_> {
         fn count(&self) -> usize {
             1
@@ -102,8 +111,8 @@ pub fn copy(
         fn expected(&self, _: usize) -> u64 {
             self.expected
         }
-        fn open(&mut self, _: usize) -> Result<Box<dyn Read + Send + '_>, SourceError> {
-            Ok(Box::new(&mut *self.reader))
+        fn open(&mut self, _: usize) -> Result<Box<dyn FileRead + '_>, SourceError> {
+            Ok(Box::new(Plain(&mut *self.reader)))
         }
     }
     struct OneResult<'p> {
@@ -281,7 +290,7 @@ pub fn copy_all(
                         break 'files;
                     };
                     let got = loop {
-                        match reader.read(&mut buf) {
+                        match reader.read_chunk(&mut buf) {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             other => break other,
                         }
@@ -406,6 +415,36 @@ mod tests {
         }
     }
 
+    impl FileRead for Failing {}
+
+    /// Hands over buffers of its own, of uneven sizes (some larger than [`CHUNK`]), as
+    /// the iPhone's reader hands over its AFC replies.
+    struct Handing {
+        data: Vec<u8>,
+        at: usize,
+        turn: usize,
+    }
+
+    impl Read for Handing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl FileRead for Handing {
+        fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+            const SIZES: [usize; 3] = [3 * CHUNK, 7, CHUNK + 1];
+            let n = SIZES[self.turn % SIZES.len()].min(self.data.len() - self.at);
+            self.turn += 1;
+            *buf = self.data[self.at..self.at + n].to_vec();
+            self.at += n;
+            Ok(n)
+        }
+    }
+
     #[test]
     fn one_pass_hash_and_copy_with_buffer_reuse() {
         let d = tempfile::tempdir().unwrap();
@@ -474,7 +513,7 @@ mod tests {
         fn expected(&self, i: usize) -> u64 {
             self.files[i].as_ref().map_or(0, |d| d.len() as u64)
         }
-        fn open(&mut self, i: usize) -> Result<Box<dyn Read + Send + '_>, SourceError> {
+        fn open(&mut self, i: usize) -> Result<Box<dyn FileRead + '_>, SourceError> {
             self.opened.push(i);
             let Some(data) = self.files[i].clone() else {
                 return Err(SourceError::File("no such file".into()));
@@ -485,7 +524,11 @@ mod tests {
                     ok,
                     err,
                 })),
-                None => Ok(Box::new(Cursor::new(data))),
+                None => Ok(Box::new(Handing {
+                    data,
+                    at: 0,
+                    turn: 0,
+                })),
             }
         }
     }
@@ -559,9 +602,11 @@ mod tests {
     fn a_vanished_device_or_a_stop_opens_nothing_more() {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(d.path(), true).unwrap();
+        // Files of several chunks: the reading side runs ahead by what the channel holds,
+        // which is several files when each is one chunk.
         let files = || {
             (0..6)
-                .map(|i| Some(data(CHUNK * 2 + i)))
+                .map(|i| Some(data(CHUNK * 7 + i)))
                 .collect::<Vec<_>>()
         };
         let mut roll = Roll {

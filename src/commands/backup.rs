@@ -530,7 +530,7 @@ impl transfer::Files for Planned<'_> {
         self.items[i].entry.size
     }
 
-    fn open(&mut self, i: usize) -> Result<Box<dyn std::io::Read + Send + '_>, SourceError> {
+    fn open(&mut self, i: usize) -> Result<Box<dyn crate::source::FileRead + '_>, SourceError> {
         self.source.open(&self.items[i].entry, 0)
     }
 }

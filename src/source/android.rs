@@ -29,7 +29,8 @@ use mtp_rs::{
 use tokio::runtime::Runtime;
 
 use super::{
-    skip_reason, DeviceInfo, Entry, Listing, Skipped, Source, SourceError, SourceKind, StorageInfo,
+    skip_reason, DeviceInfo, Entry, FileRead, Listing, Skipped, Source, SourceError, SourceKind,
+    StorageInfo,
 };
 
 /// Environment variable that overrides [`AndroidOptions::timeout`], in seconds (tests use
@@ -1068,7 +1069,7 @@ impl Source for AndroidSource {
         &'a mut self,
         entry: &Entry,
         offset: u64,
-    ) -> Result<Box<dyn Read + Send + 'a>, SourceError> {
+    ) -> Result<Box<dyn FileRead + 'a>, SourceError> {
         #[cfg(feature = "sim")]
         self.inner.link.on_open_file();
         let download = self
@@ -1199,6 +1200,10 @@ impl AndroidReader<'_> {
         })
     }
 }
+
+// MTP windows (8 MiB) are copied out in chunks rather than handed over whole: four of
+// them in flight would double the memory of a run.
+impl FileRead for AndroidReader<'_> {}
 
 impl Read for AndroidReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {

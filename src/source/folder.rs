@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{skip_reason, DeviceInfo, Entry, Listing, Skipped, Source, SourceError, SourceKind};
+use super::{
+    skip_reason, DeviceInfo, Entry, FileRead, Listing, Skipped, Source, SourceError, SourceKind,
+};
 
 pub struct FolderSource {
     root: PathBuf,
@@ -185,7 +187,7 @@ impl Source for FolderSource {
         &'a mut self,
         entry: &Entry,
         offset: u64,
-    ) -> Result<Box<dyn Read + Send + 'a>, SourceError> {
+    ) -> Result<Box<dyn FileRead + 'a>, SourceError> {
         let path = self
             .real
             .get(&entry.path)
@@ -225,6 +227,8 @@ struct FolderReader {
     file: File,
     root: PathBuf,
 }
+
+impl FileRead for FolderReader {}
 
 impl Read for FolderReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

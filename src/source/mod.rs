@@ -14,6 +14,26 @@ use std::io::Read;
 
 use serde::Serialize;
 
+/// One file being read from a source: its bytes in order, through [`Read`] or, for
+/// whoever moves whole chunks (the copy), through [`FileRead::read_chunk`].
+pub trait FileRead: Read + Send {
+    /// Puts the next bytes of the file at the start of `buf` and returns how many; 0 at
+    /// the end of the file. Errors as [`Read::read`]. `buf`'s old contents are discarded,
+    /// and the reader may swap it for a buffer of its own of any length (never longer
+    /// than one round trip to the device): a reader that already holds a whole chunk
+    /// (an AFC reply) hands it over instead of copying it. An empty `buf` is given
+    /// [`DEFAULT_CHUNK`] bytes first. By default, one `read` into `buf`.
+    fn read_chunk(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            buf.resize(DEFAULT_CHUNK, 0);
+        }
+        self.read(buf)
+    }
+}
+
+/// Bytes [`FileRead::read_chunk`] reads into a buffer given empty.
+pub const DEFAULT_CHUNK: usize = 1 << 20;
+
 use crate::media::{Category, Tag};
 
 /// What kind of device a source reads.
@@ -209,7 +229,7 @@ pub trait Source: Send {
         &'a mut self,
         entry: &Entry,
         offset: u64,
-    ) -> Result<Box<dyn Read + Send + 'a>, SourceError>;
+    ) -> Result<Box<dyn FileRead + 'a>, SourceError>;
 
     /// The optional ability to delete files, for `offload free-up`; `None` where
     /// deleting would do harm (an iPhone: AFC deletes leave its Photos library

@@ -137,8 +137,26 @@ fn reads_every_file_whole_and_from_an_offset() {
     let big = "DCIM/100APPLE/IMG_0004.MOV";
     let tail = read_all(&mut src, big, 5_000_001).unwrap();
     assert_eq!(tail, disk(dir.path(), big)[5_000_001..]);
+
+    // Whole replies handed over by `read_chunk`, after a few bytes taken by `read`: the
+    // same bytes in the same order, each chunk one round trip at most.
+    let opts = opts(&sim);
+    let mut r = src.open(&Entry::new(big, 0, 0), 0).unwrap();
+    let mut got = vec![0u8; 10];
+    r.read_exact(&mut got).unwrap();
+    let mut chunk = Vec::new();
+    loop {
+        let n = r.read_chunk(&mut chunk).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= opts.read_chunk, "{n}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    drop(r);
+    assert_eq!(got, disk(dir.path(), big));
     let stats = sim.stats();
-    assert_eq!(stats.file_opens, listing.entries.len() as u64 + 1);
+    assert_eq!(stats.file_opens, listing.entries.len() as u64 + 2);
     assert_eq!(stats.sessions, 1, "one session serves the whole run");
 }
 
