@@ -14,6 +14,8 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use crate::media::{Category, Tag};
+
 /// One file being read from a source: its bytes in order, through [`Read`] or, for
 /// whoever moves whole chunks (the copy), through [`FileRead::read_chunk`].
 pub trait FileRead: Read + Send {
@@ -21,20 +23,19 @@ pub trait FileRead: Read + Send {
     /// the end of the file. Errors as [`Read::read`]. `buf`'s old contents are discarded,
     /// and the reader may swap it for a buffer of its own of any length (never longer
     /// than one round trip to the device): a reader that already holds a whole chunk
-    /// (an AFC reply) hands it over instead of copying it. An empty `buf` is given
-    /// [`DEFAULT_CHUNK`] bytes first. By default, one `read` into `buf`.
+    /// (an AFC reply) hands it over instead of copying it. By default, one `read` into
+    /// `buf`, first grown to [`DEFAULT_CHUNK`] bytes: a buffer another reader handed over
+    /// may be as short as the last bytes of its file.
     fn read_chunk(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        if buf.is_empty() {
+        if buf.len() < DEFAULT_CHUNK {
             buf.resize(DEFAULT_CHUNK, 0);
         }
         self.read(buf)
     }
 }
 
-/// Bytes [`FileRead::read_chunk`] reads into a buffer given empty.
+/// Bytes [`FileRead::read_chunk`] reads at least into, by default.
 pub const DEFAULT_CHUNK: usize = 1 << 20;
-
-use crate::media::{Category, Tag};
 
 /// What kind of device a source reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -296,5 +297,22 @@ mod tests {
         assert!(matches!(SourceError::from_io(e), SourceError::Gone(m) if m == "unplugged"));
         let plain = std::io::Error::other("disk says no");
         assert!(matches!(SourceError::from_io(plain), SourceError::File(_)));
+    }
+
+    #[test]
+    fn default_read_chunk_reads_a_whole_chunk_into_a_short_buffer() {
+        struct Bytes(std::io::Cursor<Vec<u8>>);
+        impl Read for Bytes {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl FileRead for Bytes {}
+        let data: Vec<u8> = (0..3 * DEFAULT_CHUNK).map(|i| i as u8).collect();
+        let mut r = Bytes(std::io::Cursor::new(data.clone()));
+        // As short as the last bytes of a file another reader handed over.
+        let mut buf = vec![9u8; 7];
+        assert_eq!(r.read_chunk(&mut buf).unwrap(), DEFAULT_CHUNK);
+        assert_eq!(buf[..DEFAULT_CHUNK], data[..DEFAULT_CHUNK]);
     }
 }

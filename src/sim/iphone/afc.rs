@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Buf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -80,8 +79,7 @@ struct OpenFile {
 enum Reply {
     Status(u64),
     Data(Vec<u8>),
-    /// `len` bytes of a file from `offset`, sent straight from the file to the socket.
-    #[cfg(target_os = "linux")]
+    /// `len` bytes of a file from `offset` (see [`send_file`]).
     FileData {
         file: File,
         offset: u64,
@@ -94,9 +92,6 @@ enum Reply {
 
 async fn run(dev: &Device, mut sock: TcpStream) {
     let mut files: HashMap<u64, OpenFile> = HashMap::new();
-    // The last read's buffer, reused: a fresh zeroed one per 4 MiB read costs the
-    // simulator as much CPU as the read itself, CPU the client under test then lacks.
-    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let mut hdr = [0u8; HEADER_LEN as usize];
         if sock.read_exact(&mut hdr).await.is_err() {
@@ -113,13 +108,11 @@ async fn run(dev: &Device, mut sock: TcpStream) {
         if sock.read_exact(&mut hp).await.is_err() || sock.read_exact(&mut payload).await.is_err() {
             return;
         }
-        let reply = handle(dev, &mut files, op, &hp, &mut scratch).await;
-        #[cfg(target_os = "linux")]
+        let reply = handle(dev, &mut files, op, &hp).await;
         let mut from_file = None;
         let (op_out, head, body) = match reply {
             Reply::Status(code) => (OP_STATUS, code.to_le_bytes().to_vec(), Vec::new()),
             Reply::Data(d) => (OP_DATA, Vec::new(), d),
-            #[cfg(target_os = "linux")]
             Reply::FileData { file, offset, len } => {
                 from_file = Some((file, offset, len));
                 (OP_DATA, Vec::new(), Vec::new())
@@ -127,32 +120,26 @@ async fn run(dev: &Device, mut sock: TcpStream) {
             Reply::U64(op, v) => (op, v.to_le_bytes().to_vec(), Vec::new()),
             Reply::Hangup => return,
         };
-        #[cfg(target_os = "linux")]
         let body_len = body.len() as u64 + from_file.as_ref().map_or(0, |f| f.2);
-        #[cfg(not(target_os = "linux"))]
-        let body_len = body.len() as u64;
         let this_len = HEADER_LEN + head.len() as u64;
-        let mut out = Vec::with_capacity(this_len as usize);
+        let mut out = Vec::with_capacity(this_len as usize + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(this_len + body_len).to_le_bytes());
         out.extend_from_slice(&this_len.to_le_bytes());
         out.extend_from_slice(&num.to_le_bytes());
         out.extend_from_slice(&op_out.to_le_bytes());
         out.extend_from_slice(&head);
-        // Header and data in one vectored write: one packet train, no copy of the data.
-        let mut reply = Buf::chain(out.as_slice(), body.as_slice());
-        if sock.write_all_buf(&mut reply).await.is_err() {
+        out.extend_from_slice(&body);
+        if sock.write_all(&out).await.is_err() {
             return;
         }
-        #[cfg(target_os = "linux")]
         if let Some((file, offset, len)) = from_file {
             // The header promised `len` bytes: a file that shrank meanwhile, like any
             // failure here, can only end the connection.
-            if send_file(&sock, &file, offset, len).await.is_err() {
+            if send_file(&mut sock, &file, offset, len).await.is_err() {
                 return;
             }
         }
-        scratch = body;
         // `--unplug-after-bytes`: the phone goes once the bytes that reached the limit are sent.
         if let Some(limit) = dev.cfg.unplug_after_bytes {
             let roll_read = op == OP_READ
@@ -167,49 +154,18 @@ async fn run(dev: &Device, mut sock: TcpStream) {
     }
 }
 
-/// Reads up to `len` bytes of `file` at `offset` for a Data reply; returns the reply and
-/// how many bytes it carries. On Linux the bytes go from the file to the socket by
-/// `sendfile`, without passing through the simulator: a real iPhone costs the computer
-/// no CPU to read its flash, so the simulator should cost as little as it can, leaving
-/// the CPU to the client being measured. Elsewhere `scratch` is filled and sent.
-fn send_from_file(
-    file: &File,
-    offset: u64,
-    len: u64,
-    scratch: &mut Vec<u8>,
-) -> std::io::Result<(Reply, u64)> {
-    #[cfg(target_os = "linux")]
-    {
-        let _ = scratch;
-        let file = file.try_clone()?;
-        Ok((Reply::FileData { file, offset, len }, len))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        use std::os::unix::fs::FileExt;
-        // The buffer is zeroed only where it grows.
-        let mut buf = std::mem::take(scratch);
-        buf.resize(len as usize, 0);
-        let mut got = 0usize;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], offset + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        buf.truncate(got);
-        Ok((Reply::Data(buf), got as u64))
-    }
-}
-
-/// Sends `len` bytes of `file` from `offset` on `sock` with `sendfile`.
+/// Sends `len` bytes of `file` from `offset` on `sock`. On Linux they go from the file
+/// to the socket by `sendfile`, without passing through the simulator: a real iPhone
+/// costs the computer no CPU to read its flash, so the simulator should cost as little
+/// as it can, leaving the CPU to the client being measured.
 #[cfg(target_os = "linux")]
 async fn send_file(
-    sock: &TcpStream,
+    sock: &mut TcpStream,
     file: &File,
     mut offset: u64,
     mut len: u64,
 ) -> std::io::Result<()> {
+    let sock = &*sock;
     while len > 0 {
         sock.writable().await?;
         let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
@@ -226,6 +182,29 @@ async fn send_file(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Elsewhere, through a buffer.
+#[cfg(not(target_os = "linux"))]
+async fn send_file(
+    sock: &mut TcpStream,
+    file: &File,
+    mut offset: u64,
+    mut len: u64,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len.min(1 << 20) as usize];
+    while len > 0 {
+        let want = buf.len().min(len as usize);
+        let n = file.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        sock.write_all(&buf[..n]).await?;
+        offset += n as u64;
+        len -= n as u64;
     }
     Ok(())
 }
@@ -349,14 +328,7 @@ fn nanos(t: std::io::Result<std::time::SystemTime>) -> Option<i128> {
     })
 }
 
-/// Answers one request. `scratch` is a spare buffer a read may fill and return.
-async fn handle(
-    dev: &Device,
-    files: &mut HashMap<u64, OpenFile>,
-    op: u64,
-    hp: &[u8],
-    scratch: &mut Vec<u8>,
-) -> Reply {
+async fn handle(dev: &Device, files: &mut HashMap<u64, OpenFile>, op: u64, hp: &[u8]) -> Reply {
     match op {
         OP_READ_DIR => {
             let raw = path_of(hp);
@@ -516,10 +488,11 @@ async fn handle(
                 .metadata()
                 .map(|m| m.len().saturating_sub(f.pos))
                 .unwrap_or(len);
-            let (reply, got) = match send_from_file(&f.file, f.pos, len.min(left), scratch) {
-                Ok(r) => r,
-                Err(_) => return Reply::Status(E_READ_ERROR),
+            let Ok(file) = f.file.try_clone() else {
+                return Reply::Status(E_READ_ERROR);
             };
+            let got = len.min(left);
+            let offset = f.pos;
             f.pos += got;
             if let Some(kbps) = dev.cfg.slow_kbps.filter(|k| *k > 0) {
                 tokio::time::sleep(Duration::from_secs_f64(got as f64 / (kbps as f64 * 1000.0)))
@@ -530,7 +503,11 @@ async fn handle(
             } else {
                 dev.count(|s| s.bytes_served += got);
             }
-            reply
+            Reply::FileData {
+                file,
+                offset,
+                len: got,
+            }
         }
         OP_FILE_SEEK => {
             let (Some(fd), Some(whence), Some(off)) = (u64_at(hp, 0), u64_at(hp, 1), u64_at(hp, 2))
