@@ -11,6 +11,8 @@
 //!   hash. A listing entry whose key is here is skipped without reading a byte.
 //! - `runs`: one row per source per backup run, with its counts and result.
 //! - `cloud_only`: per source, what its library lists but only iCloud holds, as last seen.
+//! - `notes`: facts about the catalog itself (`reindex` = `incomplete` while a rebuild
+//!   that was stopped has not finished).
 //!
 //! Changes to the schema are additive (new tables, new nullable columns), so that a
 //! catalog written by an older `offload` opens, and gains them on its first write.
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS runs (
     source_id         INTEGER NOT NULL REFERENCES sources(id),
     started           TEXT NOT NULL,
     finished          TEXT,
-    result            TEXT NOT NULL,    -- running | ok | failures | interrupted
+    result            TEXT NOT NULL,    -- running | ok | failures | interrupted | stopped | destination-error
     copied            INTEGER NOT NULL DEFAULT 0,
     bytes_copied      INTEGER NOT NULL DEFAULT 0,
     already_backed_up INTEGER NOT NULL DEFAULT 0,
@@ -90,6 +92,10 @@ CREATE TABLE IF NOT EXISTS file_tags (
     PRIMARY KEY (hash, tag)
 );
 CREATE INDEX IF NOT EXISTS file_tags_tag ON file_tags(tag);
+CREATE TABLE IF NOT EXISTS notes (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cloud_only (
     source_id   INTEGER NOT NULL REFERENCES sources(id),
     remote_path TEXT NOT NULL,          -- where the original would be on the phone
@@ -466,6 +472,26 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks every run still `running` as `interrupted`, and returns each one's source
+    /// name and start. Only for a caller holding the store's lock: then no other run
+    /// can be going, and a `running` row is one whose process was killed or whose
+    /// computer stopped.
+    pub fn close_dead_runs(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "UPDATE runs SET result = 'interrupted' WHERE result = 'running'
+             RETURNING (SELECT name FROM sources WHERE id = runs.source_id), started",
+        )?;
+        let dead = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, String>(1)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(dead)
+    }
+
     /// The latest run of any source, with that source's name and key (`offload doctor`).
     pub fn last_run(&self) -> Result<Option<(String, String, LastRun)>> {
         Ok(self
@@ -727,6 +753,34 @@ impl Catalog {
         }
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, dest)?;
+        Ok(())
+    }
+
+    /// A fact about the catalog itself (see the `notes` table), if set.
+    pub fn note(&self, key: &str) -> Result<Option<String>> {
+        if !has_table(&self.conn, "notes")? {
+            return Ok(None);
+        }
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM notes WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets (`Some`) or clears (`None`) a fact about the catalog.
+    pub fn set_note(&self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO notes(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, v],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM notes WHERE key = ?1", [key])?,
+        };
         Ok(())
     }
 

@@ -3,6 +3,9 @@
 //! `main` parses the command line, runs one function per command and turns errors into
 //! the documented exit codes.
 
+#[macro_use]
+mod out;
+
 mod argv;
 mod catalog;
 mod cli;
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             if let Some(fail) = err.downcast_ref::<Fail>() {
-                eprintln!("offload: {}", fail.message);
+                errln!("offload: {}", fail.message);
                 return ExitCode::from(fail.code as u8);
             }
             // A closed pipe (`offload status | head`) is not an error worth a word.
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("offload: {err:#}");
+            errln!("offload: {err:#}");
             ExitCode::from(Exit::SomeFailed as u8)
         }
     }
@@ -70,6 +73,21 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         sim::android::register_from_env().map_err(|e| {
             error::fail(Exit::Usage, format!("{}: {e:#}", sim::android::ANDROID_ENV))
         })?;
+    }
+    // Commands that copy, hash or delete stop cleanly on SIGINT, SIGTERM and SIGHUP:
+    // what they finished is kept (see `stop`). `watch` installs its own handling.
+    if matches!(
+        cli.command,
+        None | Some(
+            Command::Backup(_)
+                | Command::Export(_)
+                | Command::Verify(_)
+                | Command::Reindex(_)
+                | Command::FreeUp(_)
+                | Command::Demo(_)
+        )
+    ) {
+        stop::install();
     }
     match cli.command {
         // Plain `offload`: back up every connected phone to the default destination.

@@ -33,6 +33,10 @@ pub struct DeviceReport {
     /// Set when the run of this source stopped early (the phone went away).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// Files planned but not reached (the run was stopped, or ended early): the next
+    /// run copies them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub left: u64,
     /// Things worth knowing that did not stop the backup.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -50,6 +54,10 @@ impl DeviceReport {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The whole run, the `--json` object.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
@@ -60,9 +68,22 @@ pub struct RunReport {
     /// Phones found that could not be read, each with what to do.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub blocked: Vec<Blocked>,
+    /// What stopped the run before its end (`SIGINT`, `SIGTERM`, `SIGHUP`), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl RunReport {
+    /// "Stopped: 14 files saved, 86 left for the next run." for a stopped run.
+    pub fn stopped_line(&self) -> Option<String> {
+        let why = self.stopped.as_ref()?;
+        let saved: u64 = self.devices.iter().map(|d| d.copied).sum();
+        let left: u64 = self.devices.iter().map(|d| d.left).sum();
+        Some(format!(
+            "Stopped: {saved} files saved, {left} left for the next run ({why})."
+        ))
+    }
+
     /// The human summary, for stdout.
     pub fn human(&self) -> String {
         let mut out = String::new();
@@ -115,12 +136,22 @@ impl RunReport {
             if let Some(why) = &d.interrupted {
                 out.push_str(&format!("  stopped: {why}\n"));
             }
+            if d.left > 0 {
+                out.push_str(&format!(
+                    "  {:<18} {} (the next run copies them)\n",
+                    "left", d.left
+                ));
+            }
         }
         for b in &self.blocked {
             out.push_str(&format!(
                 "{} ({}, {}): not read: {}\n",
                 b.name, b.kind, b.id, b.message
             ));
+        }
+        if let Some(line) = self.stopped_line() {
+            out.push_str(&line);
+            out.push('\n');
         }
         let secs = self.elapsed_s.max(1e-9);
         out.push_str(&format!(

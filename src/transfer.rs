@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
 use crate::source::{FileRead, SourceError};
+use crate::stop::Stop;
 use crate::store::Store;
 
 /// Bytes per read into the copy's own buffers. Large enough for few system calls; small
@@ -43,6 +44,8 @@ pub struct Copied {
 pub enum CopyError {
     Source(SourceError),
     Dest(io::Error),
+    /// A stop was asked for before the file was complete; its temp file is gone.
+    Stopped,
 }
 
 /// The reading side of a run of copies: the files to read, in order. It is used on
@@ -83,14 +86,15 @@ pub trait Copying {
 
 /// Streams `reader` into a new temp file of `store` (a store or an export folder),
 /// hashing as it goes; `expected` as [`Files::expected`]. `pool` keeps chunk buffers
-/// for the next file; `progress` is told each chunk's length. On any error the temp
-/// file is removed.
+/// for the next file; `progress` is told each chunk's length. On any error, and when
+/// `stop` is requested before the end ([`CopyError::Stopped`]), the temp file is removed.
 pub fn copy(
     reader: &mut (dyn Read + Send),
     store: &dyn TempFiles,
     expected: u64,
     pool: &mut Vec<Vec<u8>>,
     progress: &mut dyn FnMut(u64),
+    stop: &Stop,
 ) -> Result<Copied, CopyError> {
     struct One<'r> {
         reader: &'r mut (dyn Read + Send),
@@ -132,8 +136,9 @@ pub fn copy(
         progress,
         result: None,
     };
-    copy_all(&mut One { reader, expected }, store, pool, &mut one);
-    one.result.expect("one file always finishes")
+    copy_all(&mut One { reader, expected }, store, pool, &mut one, stop);
+    // No result: the stop came before the file's end.
+    one.result.unwrap_or(Err(CopyError::Stopped))
 }
 
 /// Bytes written between two nudges of the kernel's write-back.
@@ -250,11 +255,17 @@ impl TempWrite {
 ///
 /// `copying` hears of each file as it starts, grows and ends; it decides whether to go
 /// on after each. `pool` keeps the chunk buffers from one call to the next.
+///
+/// A requested `stop` is seen before each file is opened and before each read: no
+/// more is read, every file already finished has been handed to `copying`, and the one
+/// being read is abandoned (its temp file removed). The caller tells a stopped run from
+/// a finished one by asking `stop`.
 pub fn copy_all(
     files: &mut dyn Files,
     store: &dyn TempFiles,
     pool: &mut Vec<Vec<u8>>,
     copying: &mut dyn Copying,
+    stop: &Stop,
 ) {
     let count = files.count();
     let sizes: Vec<u64> = (0..count).map(|i| files.expected(i)).collect();
@@ -272,6 +283,9 @@ pub fn copy_all(
             // side hangs up; hands back the free buffers.
             let mut spare: Vec<Vec<u8>> = Vec::new();
             'files: for i in 0..count {
+                if stop.requested() {
+                    break;
+                }
                 let mut reader = match files.open(i) {
                     Ok(r) => r,
                     Err(e) => {
@@ -286,6 +300,9 @@ pub fn copy_all(
                     break;
                 }
                 loop {
+                    if stop.requested() {
+                        break 'files;
+                    }
                     let Some(mut buf) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
                         break 'files;
                     };
@@ -459,6 +476,7 @@ mod tests {
                 size as u64,
                 &mut pool,
                 &mut |n| seen += n,
+                &Stop::new(),
             )
             .unwrap_or_else(|_| panic!("copy of {size} bytes"));
             assert_eq!(c.hash, blake3::hash(&bytes));
@@ -481,6 +499,7 @@ mod tests {
             200,
             &mut pool,
             &mut |_| {},
+            &Stop::new(),
         );
         assert!(
             matches!(short, Err(CopyError::Source(SourceError::File(m))) if m.contains("100 of the 200"))
@@ -490,7 +509,14 @@ mod tests {
             ok: (CHUNK + 5) as u64,
             err: || SourceError::Gone("unplugged".into()).into_io(),
         };
-        let r = copy(&mut gone, &store, 3 * CHUNK as u64, &mut pool, &mut |_| {});
+        let r = copy(
+            &mut gone,
+            &store,
+            3 * CHUNK as u64,
+            &mut pool,
+            &mut |_| {},
+            &Stop::new(),
+        );
         assert!(matches!(r, Err(CopyError::Source(SourceError::Gone(_)))));
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
@@ -504,6 +530,8 @@ mod tests {
         files: Vec<Option<Vec<u8>>>,
         failing: Vec<Failure>,
         opened: Vec<usize>,
+        /// Asks this stop when the file of this index is opened.
+        stop_at: Option<(usize, Stop)>,
     }
 
     impl Files for Roll {
@@ -515,6 +543,11 @@ mod tests {
         }
         fn open(&mut self, i: usize) -> Result<Box<dyn FileRead + '_>, SourceError> {
             self.opened.push(i);
+            if let Some((at, stop)) = &self.stop_at {
+                if *at == i {
+                    stop.request();
+                }
+            }
             let Some(data) = self.files[i].clone() else {
                 return Err(SourceError::File("no such file".into()));
             };
@@ -557,6 +590,7 @@ mod tests {
                 }
                 Err(CopyError::Source(e)) => Err(e.to_string()),
                 Err(CopyError::Dest(e)) => Err(format!("dest: {e}")),
+                Err(CopyError::Stopped) => Err("stopped".into()),
             };
             self.finished.push((i, r));
             self.stop_after != Some(i)
@@ -572,11 +606,12 @@ mod tests {
             files: sizes.iter().map(|&n| Some(data(n))).collect(),
             failing: vec![(3, CHUNK as u64 + 7, || io::Error::other("bad sector"))],
             opened: Vec::new(),
+            stop_at: None,
         };
         roll.files[1] = None;
         let mut seen = Seen::default();
         let mut pool = Vec::new();
-        copy_all(&mut roll, &store, &mut pool, &mut seen);
+        copy_all(&mut roll, &store, &mut pool, &mut seen, &Stop::new());
         assert_eq!(roll.opened, [0, 1, 2, 3, 4]);
         assert_eq!(
             seen.started,
@@ -613,9 +648,10 @@ mod tests {
             files: files(),
             failing: vec![(2, 100, || SourceError::Gone("unplugged".into()).into_io())],
             opened: Vec::new(),
+            stop_at: None,
         };
         let mut seen = Seen::default();
-        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen);
+        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen, &Stop::new());
         assert_eq!(
             roll.opened,
             [0, 1, 2],
@@ -630,17 +666,65 @@ mod tests {
             files: files(),
             failing: Vec::new(),
             opened: Vec::new(),
+            stop_at: None,
         };
         let mut seen = Seen {
             stop_after: Some(1),
             ..Seen::default()
         };
-        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen);
+        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen, &Stop::new());
         assert!(roll.opened.len() <= 3, "{:?}", roll.opened);
         assert_eq!(seen.finished.len(), 2);
         let tmp = d.path().join(".offload/tmp");
         // Files 0 and 1 of the first call, 0 and 1 of the second: nothing half-written.
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 4);
+    }
+
+    #[test]
+    fn a_stop_keeps_every_finished_file_and_drops_only_the_one_in_hand() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let stop = Stop::new();
+        let mut roll = Roll {
+            files: (0..6).map(|i| Some(data(CHUNK * 3 + i))).collect(),
+            failing: Vec::new(),
+            opened: Vec::new(),
+            stop_at: Some((3, stop.clone())),
+        };
+        let mut seen = Seen::default();
+        copy_all(&mut roll, &store, &mut Vec::new(), &mut seen, &stop);
+        assert_eq!(
+            roll.opened,
+            [0, 1, 2, 3],
+            "nothing is opened after the stop"
+        );
+        let done: Vec<usize> = seen.finished.iter().map(|f| f.0).collect();
+        assert_eq!(
+            done,
+            [0, 1, 2],
+            "every file read before the stop is handed over"
+        );
+        assert!(seen.finished.iter().all(|f| f.1.is_ok()));
+        let tmp = d.path().join(".offload/tmp");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            3,
+            "the three finished files are kept, the one in hand is gone"
+        );
+
+        // One file: a stop before its end is `Stopped`, and leaves no temp file.
+        let stop = Stop::new();
+        stop.request();
+        let r = copy(
+            &mut Cursor::new(data(2 * CHUNK)),
+            &store,
+            2 * CHUNK as u64,
+            &mut Vec::new(),
+            &mut |_| {},
+            &stop,
+        );
+        assert!(matches!(r, Err(CopyError::Stopped)));
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 3);
     }
 
     /// Temp files that cannot be written (opened read-only), as on a failing drive.
@@ -663,6 +747,7 @@ mod tests {
             files: vec![Some(data(3 * CHUNK)), Some(data(10))],
             failing: Vec::new(),
             opened: Vec::new(),
+            stop_at: None,
         };
         let mut seen = Seen::default();
         copy_all(
@@ -670,6 +755,7 @@ mod tests {
             &Unwritable(d.path().into()),
             &mut Vec::new(),
             &mut seen,
+            &Stop::new(),
         );
         assert_eq!(seen.finished.len(), 2, "{:?}", seen.finished);
         for (_, r) in &seen.finished {

@@ -1607,3 +1607,485 @@ fn hostile_media_is_backed_up_with_fallback_dates_in_bounded_memory_and_time() {
         &format!("{} hostile media files; {peaks:?}", files.len()),
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Stops: SIGINT, SIGTERM and SIGHUP keep what was finished
+
+/// Bytes `child` has read so far (`rchar` of /proc/PID/io; 0 once it is gone).
+fn read_by(child: &Child) -> u64 {
+    fs::read_to_string(format!("/proc/{}/io", child.id()))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("rchar: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `cmd`, and once `due(child)` holds sends it `signals` (a few ms apart), then
+/// waits for it to end (bounded). `None` when the run ended before the first signal.
+fn signal_when(
+    mut cmd: Command,
+    s: &Scratch,
+    signals: &[i32],
+    due: &dyn Fn(&Child) -> bool,
+) -> Option<Done> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (out, err) = (
+        s.path(&format!("signalled-{n}.stdout")),
+        s.path(&format!("signalled-{n}.stderr")),
+    );
+    cmd.stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let mut landed = false;
+    while child.try_wait().unwrap().is_none() {
+        if due(&child) {
+            for (k, sig) in signals.iter().enumerate() {
+                if k > 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe { libc::kill(child.id() as libc::pid_t, *sig) };
+            }
+            landed = true;
+            break;
+        }
+        assert!(started.elapsed() < HUNG, "the run made no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let code = wait_bounded(&mut child, HUNG);
+    let done = Done {
+        code,
+        stdout: fs::read_to_string(&out).unwrap(),
+        stderr: fs::read_to_string(&err).unwrap(),
+    };
+    // A run that ended before the signal, or was still in its first steps (the
+    // signal landed before the handler was installed: killed by it), proves nothing.
+    (landed && code != -1).then_some(done)
+}
+
+/// The result of the store's latest run row.
+fn last_run_result(dest: &Path) -> String {
+    catalog(dest)
+        .query_row(
+            "SELECT result FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "SIGHUP",
+    }
+}
+
+/// Backups stopped by SIGINT, SIGTERM or SIGHUP at pseudo-random instants: every file
+/// read completely is committed (store, catalog and the report agree), the partial one
+/// is gone, the run is recorded as stopped, the exit code is 130 or 143, and the next
+/// run copies exactly the rest.
+fn stop_torture(kind: Kind, test: &str) {
+    let started = Instant::now();
+    let mut rng = Rng::for_test(test);
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 400, 30_000);
+    let src = Source::new(&s, kind, &roll, &[]);
+    let sources: BTreeSet<String> = src.files().into_values().collect();
+    let reference = s.path("reference");
+    let total_files = src.backup(&reference).ok().json()["devices"][0]["copied"]
+        .as_u64()
+        .unwrap();
+    let total_bytes: u64 = walkdir::WalkDir::new(&roll)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let stats = s.path("android-stats.json");
+    let (mut landed, mut mid) = (0, 0);
+    let mut saved_counts = Vec::new();
+    for i in 0..iterations() * 2 {
+        let sig = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP][(i % 3) as usize];
+        let what = format!("seed {} round {i} {}", seed(), signal_name(sig));
+        let dest = s.path(&format!("dest-{i}"));
+        let after = rng.range(total_bytes / 20, total_bytes * 8 / 10);
+        let _ = fs::remove_file(&stats);
+        let mut cmd = src.backup_cmd(&dest, "");
+        if kind == Kind::Android {
+            cmd.env("OFFLOAD_VIRTUAL_STATS", &stats);
+        }
+        let start_bytes = src.bytes_served(&stats);
+        let due = |child: &Child| match kind {
+            Kind::Folder => written_by(child) >= after,
+            _ => src.bytes_served(&stats).saturating_sub(start_bytes) >= after,
+        };
+        let Some(d) = signal_when(cmd, &s, &[sig], &due) else {
+            continue;
+        };
+        landed += 1;
+        let want = if sig == libc::SIGINT { 130 } else { 143 };
+        assert_eq!(d.code, want, "{what}: exit code\n{}", d.stderr);
+        assert!(!d.stderr.contains("panicked"), "{what}: {}", d.stderr);
+        let report = d.json();
+        assert_eq!(report["stopped"], signal_name(sig), "{what}");
+        let saved = report["devices"][0]["copied"].as_u64().unwrap();
+        let left = report["devices"][0]["left"].as_u64().unwrap_or(0);
+        assert!(
+            d.stderr.contains(&format!(
+                "Stopped: {saved} files saved, {left} left for the next run"
+            )),
+            "{what}: {}",
+            d.stderr
+        );
+        assert_eq!(saved + left, total_files, "{what}: saved + left");
+        assert_eq!(
+            store_files(&dest).len() as u64,
+            saved,
+            "{what}: files in the store"
+        );
+        assert_eq!(
+            catalog_files(&dest).len() as u64,
+            saved,
+            "{what}: files in the catalog"
+        );
+        assert_nothing_partial(&dest, &sources, &what);
+        assert_eq!(temp_files(&dest), 0, "{what}: a partial file was kept");
+        assert_eq!(last_run_result(&dest), "stopped", "{what}");
+        if saved > 0 && left > 0 {
+            mid += 1;
+        }
+        saved_counts.push(saved);
+        let r = src.backup(&dest).ok().json();
+        assert_eq!(
+            r["devices"][0]["copied"].as_u64(),
+            Some(left),
+            "{what}: the rerun copies exactly what was left"
+        );
+        assert_complete(&dest, &sources, &format!("{what} rerun"));
+    }
+    assert!(
+        mid > 0,
+        "no stop landed in the middle of a copy: the test tested nothing"
+    );
+    report(
+        test,
+        started,
+        &format!(
+            "{} runs stopped ({mid} mid-copy), files saved {}, of {total_files}",
+            landed,
+            list(&saved_counts)
+        ),
+    );
+}
+
+#[test]
+fn stopping_folder_backups_keeps_what_was_finished() {
+    stop_torture(
+        Kind::Folder,
+        "stopping_folder_backups_keeps_what_was_finished",
+    );
+}
+
+#[test]
+fn stopping_android_backups_keeps_what_was_finished() {
+    stop_torture(
+        Kind::Android,
+        "stopping_android_backups_keeps_what_was_finished",
+    );
+}
+
+#[test]
+fn stopping_iphone_backups_keeps_what_was_finished() {
+    stop_torture(
+        Kind::Iphone,
+        "stopping_iphone_backups_keeps_what_was_finished",
+    );
+}
+
+/// Two Ctrl-C in a row: the second exits at once, and still nothing partial is under
+/// a final name; the next run completes the store.
+#[test]
+fn a_second_ctrl_c_exits_at_once_with_nothing_partial() {
+    let started = Instant::now();
+    let mut rng = Rng::for_test("a_second_ctrl_c_exits_at_once_with_nothing_partial");
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 400, 30_000);
+    let src = Source::new(&s, Kind::Folder, &roll, &[]);
+    let sources: BTreeSet<String> = src.files().into_values().collect();
+    let mut landed = 0;
+    for i in 0..iterations() {
+        let what = format!("seed {} round {i}", seed());
+        let dest = s.path(&format!("dest-{i}"));
+        let after = rng.range(1_000_000, 15_000_000);
+        let due = |child: &Child| written_by(child) >= after;
+        let cmd = src.backup_cmd(&dest, "");
+        let Some(d) = signal_when(cmd, &s, &[libc::SIGINT, libc::SIGINT], &due) else {
+            continue;
+        };
+        landed += 1;
+        assert_eq!(d.code, 130, "{what}\n{}", d.stderr);
+        assert!(!d.stderr.contains("panicked"), "{what}: {}", d.stderr);
+        assert_nothing_partial(&dest, &sources, &what);
+        src.backup(&dest).ok();
+        assert_complete(&dest, &sources, &format!("{what} rerun"));
+    }
+    assert!(landed > 0, "no run was still going when signalled");
+    report(
+        "a_second_ctrl_c_exits_at_once_with_nothing_partial",
+        started,
+        &format!("{landed} runs stopped twice"),
+    );
+}
+
+/// A run killed with SIGKILL is shown as interrupted by `status` (never "running"
+/// forever), and the next run says so and records it.
+#[test]
+fn a_killed_run_is_shown_as_interrupted() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 400, 30_000);
+    let src = Source::new(&s, Kind::Folder, &roll, &[]);
+    let dest = s.path("dest");
+    let mut killed = false;
+    for after in [2_000_000, 500_000, 100_000] {
+        let _ = fs::remove_dir_all(&dest);
+        if kill_during(&src, &dest, after, 0) && dest.join(".offload/catalog.sqlite").exists() {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "no kill landed while the run was going");
+    assert_eq!(
+        last_run_result(&dest),
+        "running",
+        "the row the killed run left"
+    );
+    let status = s
+        .run(&["status", "--to", dest.to_str().unwrap(), "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        status["sources"][0]["last_run"]["result"], "interrupted",
+        "{status:#}"
+    );
+    let human = s
+        .run(&["status", "--to", dest.to_str().unwrap()])
+        .ok()
+        .stdout
+        .clone();
+    assert!(human.contains("interrupted"), "{human}");
+    let d = src.backup(&dest);
+    d.ok();
+    assert!(d.stderr.contains("was interrupted"), "{}", d.stderr);
+    let running: i64 = catalog(&dest)
+        .query_row(
+            "SELECT count(*) FROM runs WHERE result = 'running'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0, "a dead run is still marked running");
+}
+
+/// Closing the output (`offload backup | head -1`, quitting `less`) never aborts a
+/// run or panics: the run finishes and its catalog is right. No command panics on a
+/// closed pipe.
+#[test]
+fn closing_the_output_never_aborts_a_run() {
+    use std::io::{BufRead, BufReader};
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 200, 30_000);
+    let sources: BTreeSet<String> = camera_files(&roll).into_values().collect();
+    let dest = s.path("dest");
+    // Both outputs into pipes whose reader goes away after the first line.
+    let mut child = s
+        .cmd(&[
+            "backup",
+            "--from",
+            roll.to_str().unwrap(),
+            "--to",
+            dest.to_str().unwrap(),
+        ])
+        .env("OFFLOAD_BATCH_FILES", "16")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("Backing up to"), "{first}");
+    drop(child.stderr.take());
+    let code = wait_bounded(&mut child, HUNG);
+    assert_eq!(code, 0, "the run did not finish cleanly");
+    assert_complete(&dest, &sources, "backup with its output closed");
+    assert_eq!(last_run_result(&dest), "ok");
+
+    // Every command whose output is closed before it writes.
+    let d = dest.to_str().unwrap();
+    let commands: [&[&str]; 7] = [
+        &["status", "--to", d],
+        &["status", "--to", d, "--json"],
+        &["verify", "--to", d],
+        &["backup", "--from", roll.to_str().unwrap(), "--to", d],
+        &["devices"],
+        &["config"],
+        &["export", "--from-store", d, "--to", "EXPORT", "--json"],
+    ];
+    for args in commands {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if *a == "EXPORT" {
+                    s.path("export").to_str().unwrap().to_string()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = s
+            .cmd(&args)
+            .env("USBMUXD_SOCKET_ADDRESS", s.path("no-usbmuxd"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        let code = wait_bounded(&mut child, HUNG);
+        assert_ne!(code, 101, "offload {args:?} panicked on a closed pipe");
+        assert!(code == 0 || code == 3, "offload {args:?}: exit {code}");
+    }
+    assert_complete(&dest, &sources, "after the commands with closed outputs");
+}
+
+/// One source that cannot be read does not keep the others from their backup; it is
+/// reported and the exit code says so.
+#[test]
+fn one_unreadable_source_does_not_stop_the_others() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 20, 10_000);
+    let sources: BTreeSet<String> = camera_files(&roll).into_values().collect();
+    let dest = s.path("dest");
+    let missing = s.path("no-such-card");
+    let d = s.run(&[
+        "backup",
+        "--from",
+        missing.to_str().unwrap(),
+        "--from",
+        roll.to_str().unwrap(),
+        "--to",
+        dest.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(d.code, 3, "{}", d.stderr);
+    assert_complete(&dest, &sources, "the readable source");
+    let report = d.json();
+    assert_eq!(report["blocked"][0]["id"], missing.to_str().unwrap());
+    assert_eq!(report["devices"].as_array().unwrap().len(), 1);
+}
+
+/// Export, verify and reindex stopped by a signal keep what they finished, say so,
+/// and exit 130/143; the next run finishes the job.
+#[test]
+fn stopping_export_verify_and_reindex_keeps_what_was_finished() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 600, 40_000);
+    let sources: BTreeSet<String> = camera_files(&roll).into_values().collect();
+    let dest = s.path("dest");
+    s.backup_from("roll", &dest).ok();
+    let total = sources.len() as u64;
+    let d = dest.to_str().unwrap();
+    let mut checked = BTreeSet::new();
+    for round in 0..iterations() * 3 {
+        let after = 2_000_000 + round * 1_500_000;
+        // Export: the files placed before the stop are complete and stay.
+        let out = s.path(&format!("export-{round}"));
+        let cmd = s.cmd(&["export", "--from-store", d, "--to", out.to_str().unwrap()]);
+        if let Some(r) = signal_when(cmd, &s, &[libc::SIGTERM], &|c| written_by(c) >= after) {
+            assert_eq!(r.code, 143, "export: {}", r.stderr);
+            let line = r
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("Stopped: "))
+                .unwrap_or_else(|| panic!("export said nothing of the stop: {}", r.stdout));
+            let exported: u64 = line["Stopped: ".len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let there = source_files(&out);
+            assert_eq!(there.len() as u64, exported, "export: {line}");
+            assert!(
+                there.values().all(|h| sources.contains(h)),
+                "a partial export"
+            );
+            let again = s
+                .run(&[
+                    "export",
+                    "--from-store",
+                    d,
+                    "--to",
+                    out.to_str().unwrap(),
+                    "--json",
+                ])
+                .ok()
+                .json();
+            assert_eq!(again["identical"].as_u64(), Some(exported));
+            assert_eq!(source_files(&out).len() as u64, total);
+            checked.insert("export");
+        }
+        // Verify: nothing to keep, nothing changed; says how far it got.
+        let cmd = s.cmd(&["verify", "--to", d, "--json"]);
+        if let Some(r) = signal_when(cmd, &s, &[libc::SIGINT], &|c| read_by(c) >= after) {
+            assert_eq!(r.code, 130, "verify: {}", r.stderr);
+            let v = r.json();
+            assert_eq!(v["stopped"], "SIGINT");
+            assert_eq!(
+                v["checked"].as_u64().unwrap() + v["left"].as_u64().unwrap(),
+                total
+            );
+            checked.insert("verify");
+        }
+        // Reindex: the files indexed are kept; backups refuse the half-built catalog
+        // until a second reindex goes on where the first stopped.
+        let cmd = s.cmd(&["reindex", "--to", d, "--json"]);
+        if let Some(r) = signal_when(cmd, &s, &[libc::SIGHUP], &|c| read_by(c) >= after) {
+            assert_eq!(r.code, 143, "reindex: {}", r.stderr);
+            let v = r.json();
+            assert_eq!(v["stopped"], "SIGHUP");
+            let indexed = v["files"].as_u64().unwrap();
+            assert!(indexed + v["left"].as_u64().unwrap() <= total);
+            let refused = s.backup_from("roll", &dest);
+            assert_eq!(refused.code, 4, "{}", refused.stderr);
+            assert!(
+                refused.stderr.contains("offload reindex"),
+                "{}",
+                refused.stderr
+            );
+            let again = s.run(&["reindex", "--to", d, "--json"]).ok().json();
+            assert!(again["resumed"].as_u64().unwrap_or(0) >= indexed.min(1));
+            assert_eq!(catalog_files(&dest).len() as u64, total);
+            s.backup_from("roll", &dest).ok();
+            assert_store_consistent(&dest);
+            checked.insert("reindex");
+        }
+        if checked.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        checked.len(),
+        3,
+        "only {checked:?} were still going when signalled"
+    );
+}

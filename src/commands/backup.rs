@@ -20,6 +20,7 @@ use crate::report::{DeviceReport, Progress, RunReport};
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{Entry, Skipped, Source, SourceError};
+use crate::stop::Stop;
 use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
 use crate::store::{Store, StoreError};
@@ -36,7 +37,11 @@ pub fn open_catalog(store: &Store) -> Result<Catalog> {
             None => Ok(c),
             Some(problem) => Err(anyhow::anyhow!(problem)),
         });
+    let checked = checked.and_then(|c| refuse_unfinished_rebuild(store, c));
     checked.map_err(|e| {
+        if e.is::<crate::error::Fail>() {
+            return e;
+        }
         fail(
             Exit::Destination,
             format!(
@@ -49,6 +54,28 @@ pub fn open_catalog(store: &Store) -> Result<Catalog> {
             ),
         )
     })
+}
+
+/// A catalog whose rebuild (`offload reindex`) was stopped knows only part of the
+/// store: writing to it would store again what it does not know. Exit 4 with the fix.
+fn refuse_unfinished_rebuild(store: &Store, catalog: Catalog) -> Result<Catalog> {
+    if catalog
+        .note(crate::commands::reindex::REINDEX_NOTE)?
+        .as_deref()
+        == Some("incomplete")
+    {
+        return Err(fail(
+            Exit::Destination,
+            format!(
+                "The catalog of {} is being rebuilt: `offload reindex` was stopped before its \
+                 end. Run `offload reindex --to {}` to finish it (it goes on where it stopped), \
+                 then run this again.",
+                store.root().display(),
+                store.root().display()
+            ),
+        ));
+    }
+    Ok(catalog)
 }
 
 /// The catalog's copy after each run, in `.offload/`.
@@ -69,6 +96,8 @@ pub struct Options {
     pub json: bool,
     /// `{device}` names for phones seen for the first time, by serial or UDID.
     pub names: BTreeMap<String, String>,
+    /// Asked between files and reads: a stopped run commits what it finished.
+    pub stop: Stop,
 }
 
 pub fn run(args: &BackupArgs) -> Result<u8> {
@@ -83,11 +112,22 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
     let filter = Filter::from_args(&args.filter).map_err(|e| fail(Exit::Usage, e))?;
 
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    for from in &args.from {
-        let s = FolderSource::open(from).map_err(source_fail)?;
-        sources.push(Box::new(s));
-    }
     let mut blocked = Vec::new();
+    for from in &args.from {
+        match FolderSource::open(from) {
+            Ok(s) => sources.push(Box::new(s)),
+            // One folder that cannot be read does not keep the others from their backup.
+            Err(e) if args.from.len() > 1 || args.phones || args.device.is_some() => {
+                blocked.push(not_read(
+                    &from.display().to_string(),
+                    "folder",
+                    &from.display().to_string(),
+                    e,
+                ))
+            }
+            Err(e) => return Err(source_fail(e)),
+        }
+    }
     if args.from.is_empty() || args.phones || args.device.is_some() {
         let found = detect(&DetectOptions {
             include_app_media: args.include_app_media || cfg.include_app_media,
@@ -96,7 +136,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         });
         let phones = found.sources.len();
         sources.extend(found.sources);
-        blocked = found.blocked;
+        blocked.extend(found.blocked);
         for note in &found.notes {
             tracing::info!("{note}");
         }
@@ -119,6 +159,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         dry_run: args.dry_run,
         json: args.json,
         names: cfg.names.clone(),
+        stop: Stop::new(),
     };
     backup_to_all(&mut sources, &blocked, &dests, &opts)
 }
@@ -202,6 +243,22 @@ fn no_phone(blocked: &[Blocked], no_usbmuxd: Option<&str>, device: Option<&str>)
     fail(Exit::NoSource, msg)
 }
 
+/// A source that could not be opened or listed, as the report shows it beside the
+/// others: the run goes on with them, and ends with exit 3 (or 5 if it went away).
+fn not_read(id: &str, kind: &str, name: &str, e: SourceError) -> Blocked {
+    let (state, message) = match e {
+        SourceError::Gone(m) => ("gone", m),
+        SourceError::Blocked(m) | SourceError::File(m) => ("blocked", m),
+    };
+    Blocked {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        name: name.to_string(),
+        state: state.to_string(),
+        message,
+    }
+}
+
 /// A source that cannot be opened or listed ends the run with exit 3 (or 5 if gone).
 fn source_fail(e: SourceError) -> anyhow::Error {
     match e {
@@ -214,8 +271,23 @@ fn store_fail(e: StoreError) -> anyhow::Error {
     fail(Exit::Destination, e.to_string())
 }
 
+/// One source's part of a run: its catalog id, its `{device}` folder, its plan and its
+/// report so far, and which of the run's sources it is.
+struct SourcePlan {
+    index: usize,
+    source_id: i64,
+    folder: String,
+    plan: Plan,
+    report: DeviceReport,
+}
+
 /// Backs up every source into the store at `dest` (creating it only when `create`);
 /// `blocked` phones (found but unreadable) are reported. Returns the exit code.
+///
+/// A source that cannot be listed is reported with the blocked ones and the others go
+/// on. A stop ([`Options::stop`]) ends the copy between two reads: every file already
+/// read completely is committed as usual, the run is recorded as stopped, and the exit
+/// code is 130 (SIGINT) or 143 (SIGTERM, SIGHUP).
 pub fn backup(
     sources: &mut [Box<dyn Source>],
     blocked: &[Blocked],
@@ -238,7 +310,11 @@ pub fn backup(
         Some(Store::open(dest, create).map_err(store_fail)?)
     };
     let mut catalog = match &store {
-        Some(s) => open_catalog(s)?,
+        Some(s) => {
+            let catalog = open_catalog(s)?;
+            report_dead_runs(&catalog);
+            catalog
+        }
         None => {
             let path = dest.join(crate::store::META_DIR).join(CATALOG_FILE);
             if path.exists() {
@@ -249,114 +325,53 @@ pub fn backup(
         }
     };
 
-    // List and plan every source before copying anything, so that the space check
-    // covers the whole run.
-    let mut plans: Vec<(i64, String, Plan, DeviceReport)> = Vec::new();
-    for source in sources.iter_mut() {
-        let mut info = source.info().clone();
-        // A name from the config, for a phone this store has not seen yet.
-        let tail = info
-            .id
-            .split_once(':')
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_default();
-        if let Some(n) = [Some(&tail), info.serial.as_ref(), Some(&info.id)]
-            .into_iter()
-            .flatten()
-            .find_map(|k| opts.names.get(k))
-        {
-            info.name = n.clone();
-        }
-        let (source_id, folder) = if opts.dry_run {
-            (
-                catalog.source_id(&info.id)?.unwrap_or(-1),
-                info.name.clone(),
-            )
-        } else {
-            catalog.upsert_source(&info)?
-        };
-        let listing = source.list().map_err(source_fail)?;
-        let seen = catalog.sightings(source_id)?;
-        let mut plan = plan::plan(listing, &seen, &opts.filter);
-        let mut report = DeviceReport::new(&info);
-        report.already_backed_up = plan.already_backed_up;
-        report.filtered = plan.filtered;
-        report.skipped = std::mem::take(&mut plan.skipped);
-        report.failed = std::mem::take(&mut plan.unreadable);
-        report.cloud_only = cloud_records(&plan.cloud_only);
-        report.warnings.append(&mut plan.warnings);
-        if let Some(limit) = store.as_ref().and_then(|s| s.fs.max_file_size) {
-            let fstype = store
-                .as_ref()
-                .map(|s| s.fs.fstype.clone())
-                .unwrap_or_default();
-            plan.to_copy.retain(|Item { entry: e, .. }| {
-                if e.size > limit {
-                    report.failed.push(Skipped {
-                        path: e.path.clone(),
-                        reason: format!(
-                            "{} is larger than the {} filesystem of the destination allows ({}); \
-                             back it up to an exFAT, NTFS or ext4 drive",
-                            human_bytes(e.size),
-                            fstype,
-                            human_bytes(limit)
-                        ),
-                    });
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        plans.push((source_id, folder, plan, report));
-    }
-
-    let planned: u64 = plans.iter().map(|(_, _, p, _)| p.bytes_to_copy()).sum();
+    let mut blocked = blocked.to_vec();
+    let plans = plan_sources(sources, &mut catalog, store.as_ref(), opts, &mut blocked)?;
+    let planned: u64 = plans.iter().map(|p| p.plan.bytes_to_copy()).sum();
     if let Some(store) = &store {
-        let needed = planned;
-        // A filesystem that reports no size at all (some FUSE drivers) cannot be
-        // checked ahead; a full disk is then caught, cleanly, by the first failed write.
-        let known = store.fs.total_bytes > 0;
-        if known && needed > 0 && needed + space_reserve(store.fs.total_bytes) > store.fs.free_bytes
-        {
-            return Err(fail(
-                Exit::Destination,
-                format!(
-                    "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
-                     {} free. Nothing was copied. Free some space or use a bigger drive.",
-                    store.root().display(),
-                    store.fs.mount_source,
-                    store.fs.mount_point.display(),
-                    human_bytes(needed + space_reserve(store.fs.total_bytes)),
-                    human_bytes(store.fs.free_bytes)
-                ),
-            ));
-        }
+        check_space(store, planned)?;
     }
 
     let mut progress = Progress::new(opts.json);
     let mut devices = Vec::new();
-    let mut code = 0u8;
-    if !blocked.is_empty() {
-        code = Exit::NoSource as u8;
-    }
-    let blocked = blocked.to_vec();
+    let mut code = blocked
+        .iter()
+        .map(|b| match b.state.as_str() {
+            "gone" => Exit::Gone as u8,
+            _ => Exit::NoSource as u8,
+        })
+        .max()
+        .unwrap_or(0);
     let mut dest_error = None;
-    for (source, (source_id, folder, plan, mut report)) in sources.iter_mut().zip(plans) {
+    for SourcePlan {
+        index,
+        source_id,
+        folder,
+        plan,
+        mut report,
+    } in plans
+    {
+        let source = &mut sources[index];
         match &store {
             None => {
                 report.copied = plan.to_copy.len() as u64;
                 report.bytes_copied = plan.bytes_to_copy();
             }
+            // Stopped, or the destination failed: the rest is left for the next run.
+            Some(_) if opts.stop.requested() || dest_error.is_some() => {
+                report.left = plan.to_copy.len() as u64;
+            }
             Some(store) => {
+                let run = Run {
+                    store,
+                    source_id,
+                    folder: &folder,
+                };
                 let outcome = copy_source(
                     source.as_mut(),
-                    store,
                     &mut catalog,
-                    &opts.template,
-                    &opts.filter,
-                    source_id,
-                    &folder,
+                    &run,
+                    opts,
                     plan,
                     &mut report,
                     &mut progress,
@@ -372,9 +387,6 @@ pub fn backup(
             code = code.max(Exit::SomeFailed as u8);
         }
         devices.push(report);
-        if dest_error.is_some() {
-            break;
-        }
     }
     progress.finish();
     // A copy of the catalog as of this run, for the day the drive damages the catalog.
@@ -386,16 +398,21 @@ pub fn backup(
         }
     }
 
+    let stopped = (opts.stop.requested() && !opts.dry_run).then(|| opts.stop.reason().to_string());
     let report = RunReport {
         destination: dest.display().to_string(),
         elapsed_s: started.elapsed().as_secs_f64(),
         dry_run: opts.dry_run,
         devices,
         blocked,
+        stopped,
     };
     crate::notify::record(&report);
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        if let Some(line) = report.stopped_line() {
+            eprintln!("{line}");
+        }
     } else {
         print!("{}", report.human());
     }
@@ -417,7 +434,145 @@ pub fn backup(
             );
         }
     }
+    if report.stopped.is_some() {
+        return Ok(opts.stop.exit_code());
+    }
     Ok(code)
+}
+
+/// Says which earlier runs of this store never finished (killed, or the computer lost
+/// power) and records them as interrupted. Called with the store's lock held, so none
+/// of them can still be going.
+fn report_dead_runs(catalog: &Catalog) {
+    match catalog.close_dead_runs() {
+        Ok(dead) => {
+            for (name, started) in dead {
+                eprintln!(
+                    "note: the backup of {name} started {started} was interrupted (offload was \
+                     killed or the computer stopped); the files it had stored are kept, the rest \
+                     is copied now."
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not look for interrupted runs: {e:#}"),
+    }
+}
+
+/// Lists and plans every source before anything is copied, so that the space check
+/// covers the whole run. A source that cannot be listed joins `blocked`; a stop ends
+/// the listing (what was listed is still reported).
+fn plan_sources(
+    sources: &mut [Box<dyn Source>],
+    catalog: &mut Catalog,
+    store: Option<&Store>,
+    opts: &Options,
+    blocked: &mut Vec<Blocked>,
+) -> Result<Vec<SourcePlan>> {
+    let mut plans = Vec::new();
+    for (index, source) in sources.iter_mut().enumerate() {
+        if opts.stop.requested() {
+            break;
+        }
+        let mut info = source.info().clone();
+        // A name from the config, for a phone this store has not seen yet.
+        let tail = info
+            .id
+            .split_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        if let Some(n) = [Some(&tail), info.serial.as_ref(), Some(&info.id)]
+            .into_iter()
+            .flatten()
+            .find_map(|k| opts.names.get(k))
+        {
+            info.name = n.clone();
+        }
+        let listing = match source.list() {
+            Ok(listing) => listing,
+            Err(e) => {
+                let b = not_read(&info.id, info.kind.as_str(), &info.name, e);
+                eprintln!("offload: {} ({}): not read: {}", b.name, b.id, b.message);
+                blocked.push(b);
+                continue;
+            }
+        };
+        let (source_id, folder) = if opts.dry_run {
+            (
+                catalog.source_id(&info.id)?.unwrap_or(-1),
+                info.name.clone(),
+            )
+        } else {
+            catalog.upsert_source(&info)?
+        };
+        let seen = catalog.sightings(source_id)?;
+        let mut plan = plan::plan(listing, &seen, &opts.filter);
+        let mut report = DeviceReport::new(&info);
+        report.already_backed_up = plan.already_backed_up;
+        report.filtered = plan.filtered;
+        report.skipped = std::mem::take(&mut plan.skipped);
+        report.failed = std::mem::take(&mut plan.unreadable);
+        report.cloud_only = cloud_records(&plan.cloud_only);
+        report.warnings.append(&mut plan.warnings);
+        if let Some(store) = store {
+            refuse_too_large(store, &mut plan, &mut report);
+        }
+        plans.push(SourcePlan {
+            index,
+            source_id,
+            folder,
+            plan,
+            report,
+        });
+    }
+    Ok(plans)
+}
+
+/// Takes out of the plan the files larger than the destination's filesystem allows
+/// (FAT32: 4 GiB − 1), each reported with the reason; the rest are copied.
+fn refuse_too_large(store: &Store, plan: &mut Plan, report: &mut DeviceReport) {
+    let Some(limit) = store.fs.max_file_size else {
+        return;
+    };
+    let fstype = store.fs.fstype.clone();
+    plan.to_copy.retain(|Item { entry: e, .. }| {
+        if e.size <= limit {
+            return true;
+        }
+        report.failed.push(Skipped {
+            path: e.path.clone(),
+            reason: format!(
+                "{} is larger than the {} filesystem of the destination allows ({}); \
+                 back it up to an exFAT, NTFS or ext4 drive",
+                human_bytes(e.size),
+                fstype,
+                human_bytes(limit)
+            ),
+        });
+        false
+    });
+}
+
+/// Refuses a run whose planned bytes (plus a reserve) do not fit on the drive: nothing
+/// is copied, and the message says how much is needed and how much is free.
+fn check_space(store: &Store, needed: u64) -> Result<()> {
+    // A filesystem that reports no size at all (some FUSE drivers) cannot be
+    // checked ahead; a full disk is then caught, cleanly, by the first failed write.
+    let known = store.fs.total_bytes > 0;
+    if known && needed > 0 && needed + space_reserve(store.fs.total_bytes) > store.fs.free_bytes {
+        return Err(fail(
+            Exit::Destination,
+            format!(
+                "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
+                 {} free. Nothing was copied. Free some space or use a bigger drive.",
+                store.root().display(),
+                store.fs.mount_source,
+                store.fs.mount_point.display(),
+                human_bytes(needed + space_reserve(store.fs.total_bytes)),
+                human_bytes(store.fs.free_bytes)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What stopped a run on the destination's side.
@@ -579,7 +734,8 @@ impl transfer::Copying for Sink<'_> {
         self.done += 1;
         match result {
             Ok(c) => {
-                let line = format!("copied {} ({})", entry.path, human_bytes(c.size));
+                // "read", not "copied": the file is safe only once its batch is committed.
+                let line = format!("read {} ({})", entry.path, human_bytes(c.size));
                 if self.tx.send((c, item.clone())).is_err() {
                     // The committing thread stopped on an error; it says which.
                     return false;
@@ -604,8 +760,18 @@ impl transfer::Copying for Sink<'_> {
                 self.result = Err(e.into());
                 false
             }
+            // `copy_all` reports no stopped file: it just ends.
+            Err(CopyError::Stopped) => false,
         }
     }
+}
+
+/// Where one source's files go: the store, and the source's place in its catalog.
+struct Run<'a> {
+    store: &'a Store,
+    source_id: i64,
+    /// What `{device}` expands to for this source.
+    folder: &'a str,
 }
 
 /// Copies one source's plan. Source failures are recorded in `report` (a vanished
@@ -616,19 +782,24 @@ impl transfer::Copying for Sink<'_> {
 /// committing thread dates each file, syncs batches, renames them into place and
 /// records them. The device never waits for the disk's sync, and the sync of one batch
 /// overlaps the copy of the next.
-#[allow(clippy::too_many_arguments)]
+///
+/// A stop ends the reading between two reads; the committing thread still commits
+/// every file read completely, and `report.left` counts the files not reached.
 fn copy_source(
     source: &mut dyn Source,
-    store: &Store,
     catalog: &mut Catalog,
-    template: &Template,
-    filter: &Filter,
-    source_id: i64,
-    folder: &str,
+    run: &Run,
+    opts: &Options,
     plan: Plan,
     report: &mut DeviceReport,
     progress: &mut Progress,
 ) -> Result<()> {
+    let Run {
+        store,
+        source_id,
+        folder,
+    } = *run;
+    let (template, filter) = (&opts.template, &opts.filter);
     let run_id = catalog.start_run(source_id)?;
     let name = source.info().name.clone();
     let total = plan.to_copy.len();
@@ -687,13 +858,15 @@ fn copy_source(
             result: Ok(()),
             done: 0,
         };
-        transfer::copy_all(&mut planned, store, &mut Vec::new(), &mut sink);
+        transfer::copy_all(&mut planned, store, &mut Vec::new(), &mut sink, &opts.stop);
         let Sink {
             tx,
             mut cloud,
             result,
+            done,
             ..
         } = sink;
+        report.left = total.saturating_sub(done + cloud.len()) as u64;
         drop(tx);
         let (committed, commit_result) = committer.join().expect("the committing thread panicked");
         report.cloud_only.append(&mut cloud);
@@ -703,7 +876,7 @@ fn copy_source(
     report.bytes_copied += committed.bytes;
     report.duplicates += committed.duplicates;
     report.filtered += committed.filtered;
-    if copy_result.is_ok() && report.interrupted.is_none() {
+    if copy_result.is_ok() && report.interrupted.is_none() && report.left == 0 {
         // A run that saw the whole library replaces the list; a filtered one adds to it.
         if let Err(e) = catalog.record_cloud_only(source_id, &report.cloud_only, filter.is_empty())
         {
@@ -721,6 +894,8 @@ fn copy_source(
     };
     let outcome = if copy_result.is_err() {
         "destination-error"
+    } else if opts.stop.requested() {
+        "stopped"
     } else if report.interrupted.is_some() {
         "interrupted"
     } else if !report.failed.is_empty() {

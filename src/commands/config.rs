@@ -32,34 +32,34 @@ pub fn run(args: &ConfigArgs) -> Result<u8> {
             "values": cfg,
             "destinations_in_effect": destinations,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     match &path {
-        Some(p) if p.exists() => println!("Config file: {}", p.display()),
-        Some(p) => println!(
+        Some(p) if p.exists() => outln!("Config file: {}", p.display()),
+        Some(p) => outln!(
             "Config file: {} (not created; defaults in effect)",
             p.display()
         ),
-        None => println!("Config file: none (neither XDG_CONFIG_HOME nor HOME is set)"),
+        None => outln!("Config file: none (neither XDG_CONFIG_HOME nor HOME is set)"),
     }
-    println!("\nDestinations in effect:");
+    outln!("\nDestinations in effect:");
     for d in &dests {
         match &d.place {
-            Where::Path(p) => println!("  {}", p.display()),
+            Where::Path(p) => outln!("  {}", p.display()),
             Where::Drive(name) => match drive::find(name) {
-                Some(m) => println!(
+                Some(m) => outln!(
                     "  drive {name}: mounted at {} ({}, {})",
                     m.mount_point.display(),
                     m.device.display(),
                     m.fstype
                 ),
-                None => println!("  drive {name}: not mounted now"),
+                None => outln!("  drive {name}: not mounted now"),
             },
         }
     }
-    println!("\nValues (config.toml):\n{}", toml::to_string_pretty(&cfg)?);
-    println!(
+    outln!("\nValues (config.toml):\n{}", toml::to_string_pretty(&cfg)?);
+    outln!(
         "Keys: destination, destinations = [..], drive, drives = [..], template, \
          include_app_media, [names] SERIAL = \"name\""
     );

@@ -61,13 +61,13 @@ fn demo(args: &DemoArgs) -> Result<u8> {
     // One photo is on the Android phone and on the SD card: it is stored once.
     let shared = "DCIM/Camera/IMG_20230314_091502.jpg";
     let c = gen::camera_card(&card, Some((&pixel, shared)))?;
-    println!(
+    outln!(
         "Virtual Android phone: {} files in {} (camera photos and videos, a motion photo, \
          screenshots, WhatsApp media, a name clash, a duplicate, trashed and hidden files)",
         a.len(),
         pixel.display()
     );
-    println!(
+    outln!(
         "Virtual iPhone: {} files in {} (a Live Photo pair, a screenshot, videos and a slo-mo, \
          a selfie, a burst, favourites, a hidden photo, the album \"Summer 2024\", photos only \
          in iCloud, the 100APPLE/101APPLE roll-over), served over usbmuxd/lockdown/AFC with \
@@ -75,7 +75,7 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         i.len(),
         iphone_dir.display()
     );
-    println!(
+    outln!(
         "SD card: {} files in {} (one photo also on the Android phone)\n",
         c.len() + 1,
         card.display()
@@ -94,6 +94,7 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         dry_run: false,
         json: false,
         names: Default::default(),
+        stop: crate::stop::Stop::new(),
     };
     let sources = || -> Result<Vec<Box<dyn Source>>> {
         let found = detect(&DetectOptions {
@@ -113,12 +114,12 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         ));
         Ok(sources)
     };
-    println!("== First backup: an Android phone, an iPhone and an SD card into one store");
+    outln!("== First backup: an Android phone, an iPhone and an SD card into one store");
     let first = backup(&mut sources()?, &[], &dest, true, &opts)?;
-    println!("\n== Second backup: nothing is new, so nothing is read or copied");
+    outln!("\n== Second backup: nothing is new, so nothing is read or copied");
     let second = backup(&mut sources()?, &[], &dest, true, &opts)?;
     drop(sim);
-    println!("\n== offload status");
+    outln!("\n== offload status");
     crate::commands::status::run(&StatusArgs {
         dest: DestArgs {
             to: vec![dest.clone()],
@@ -126,7 +127,7 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         },
         json: false,
     })?;
-    println!(
+    outln!(
         "\nLook at the backup:  ls -R {}\nThe catalog:         sqlite3 {} 'SELECT path, captured, date_source, category FROM files'",
         dest.display(),
         dest.join(".offload/catalog.sqlite").display()

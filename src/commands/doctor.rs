@@ -8,7 +8,6 @@
 //! Nothing is written anywhere: the catalog is opened read-only, the store's lock is not
 //! taken.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -115,7 +114,7 @@ pub fn run(args: &DoctorArgs) -> Result<u8> {
         checks: c.0,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for k in &report.checks {
             let status = match k.status {
@@ -123,12 +122,12 @@ pub fn run(args: &DoctorArgs) -> Result<u8> {
                 Status::Warning => "warning",
                 Status::Problem => "PROBLEM",
             };
-            println!("{status:<8} {:<12} {}", k.area, k.detail);
+            outln!("{status:<8} {:<12} {}", k.area, k.detail);
             if let Some(fix) = &k.fix {
-                println!("{:<8} {:<12} fix: {fix}", "", "");
+                outln!("{:<8} {:<12} fix: {fix}", "", "");
             }
         }
-        println!(
+        outln!(
             "{}",
             match (problems, warnings) {
                 (0, 0) => "All is well.".to_string(),
@@ -467,10 +466,7 @@ fn destination(c: &mut Checks, dest: &Path) {
         }
     }
     // A backup under way holds the lock: its catalog is busy, not damaged.
-    let running = OpenOptions::new()
-        .read(true)
-        .open(meta.join("lock"))
-        .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+    let running = crate::store::busy::in_use(dest);
     if running {
         c.ok("destination", "a backup is running on it now");
     }
@@ -543,7 +539,14 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
         "interrupted" => c.warn(
             "last-run",
             detail,
-            "The phone went away during that run: plug it in again and the next run copies the rest.",
+            "That run ended early (the phone went away, or offload was killed or the computer \
+             stopped): the files it had stored are kept; the next run copies the rest.",
+        ),
+        "stopped" => c.warn(
+            "last-run",
+            detail,
+            "That run was stopped (Ctrl-C, or the computer shutting down): the files it had \
+             stored are kept; the next run copies the rest.",
         ),
         "running" if running => c.ok("last-run", format!("{name} ({key}): running since {}", run.started)),
         "running" => c.warn(

@@ -30,6 +30,7 @@ use crate::report::{cloud_message, Progress};
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{Skipped, Source, SourceError};
+use crate::stop::Stop;
 use crate::store::fsinfo::{self, human_bytes};
 use crate::store::hash_from_disk;
 use crate::store::template::{Fields, Template};
@@ -71,7 +72,17 @@ struct ExportReport {
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     interrupted: Option<String>,
+    /// What stopped the export before its end (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+    /// Selected files not reached because of the stop.
+    #[serde(skip_serializing_if = "is_zero")]
+    left: u64,
     files: Vec<ExportedFile>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The export folder, locked for this run, with its work folder for temp files.
@@ -167,6 +178,8 @@ struct Exporter<'a> {
     /// Where each Live Photo still was written (or whether it was left out), by its
     /// path at the source, for its motion half.
     stills: HashMap<String, Option<String>>,
+    /// Asked between files and reads: a stopped export keeps what it placed.
+    stop: Stop,
 }
 
 pub fn run(args: &ExportArgs) -> Result<u8> {
@@ -204,6 +217,7 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
         },
         pool: Vec::new(),
         stills: HashMap::new(),
+        stop: Stop::new(),
     };
     let mut progress = Progress::new(args.json);
     let outcome = match &args.from_store {
@@ -211,14 +225,24 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
         None => ex.export_sources(args, &mut progress),
     };
     progress.finish();
+    let ex_stop = ex.stop.clone();
     let mut report = ex.report;
     out.finish();
     outcome?;
     report.elapsed_s = started.elapsed().as_secs_f64();
+    if ex_stop.requested() {
+        report.stopped = Some(ex_stop.reason().to_string());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
+        if let Some(line) = stopped_line(&report) {
+            eprintln!("{line}");
+        }
     } else {
         print!("{}", human(&report));
+    }
+    if report.stopped.is_some() {
+        return Ok(ex_stop.exit_code());
     }
     Ok(if report.interrupted.is_some() {
         Exit::Gone as u8
@@ -227,6 +251,15 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
     } else {
         0
     })
+}
+
+/// "Stopped: 12 files exported, 30 left for the next run." for a stopped export.
+fn stopped_line(r: &ExportReport) -> Option<String> {
+    let why = r.stopped.as_ref()?;
+    Some(format!(
+        "Stopped: {} files exported, {} left for the next run ({why}).",
+        r.exported, r.left
+    ))
 }
 
 fn human(r: &ExportReport) -> String {
@@ -258,6 +291,10 @@ fn human(r: &ExportReport) -> String {
     }
     if let Some(why) = &r.interrupted {
         out.push_str(&format!("  stopped: {why}\n"));
+    }
+    if let Some(line) = stopped_line(r) {
+        out.push_str(&line);
+        out.push('\n');
     }
     out.push_str(&format!(
         "Done in {:.1} s to {}\n",
@@ -333,6 +370,10 @@ impl Exporter<'_> {
         progress.start(&dest.display().to_string(), selected.len(), total);
         let n = selected.len();
         for (done, i) in selected.into_iter().enumerate() {
+            if self.stop.requested() {
+                self.report.left = (n - done) as u64;
+                break;
+            }
             let f = &files[i];
             progress.current(&f.path);
             let date = known[i].1.expect("selected files have a date");
@@ -361,7 +402,10 @@ impl Exporter<'_> {
                     })
                 })
             });
-            self.settle(&f.path, is_still, written)?;
+            if self.settle(&f.path, is_still, written)? && self.stop.requested() {
+                self.report.left = (n - done) as u64;
+                break;
+            }
             progress.file_done(done + 1, n, &f.path);
         }
         Ok(())
@@ -397,6 +441,9 @@ impl Exporter<'_> {
             sources.extend(found.sources);
         }
         for source in sources.iter_mut() {
+            if self.stop.requested() {
+                break;
+            }
             let info = source.info().clone();
             let listing = source.list().map_err(source_fail)?;
             let mut plan = plan::plan(listing, &Default::default(), &self.filter);
@@ -409,11 +456,19 @@ impl Exporter<'_> {
             self.report.warnings.extend(info.warnings.iter().cloned());
             progress.start(&info.name, plan.to_copy.len(), plan.bytes_to_copy());
             let n = plan.to_copy.len();
-            for (done, item) in plan.to_copy.into_iter().enumerate() {
+            for (done, item) in plan.to_copy.iter().enumerate() {
+                if self.stop.requested() {
+                    self.report.left += (n - done) as u64;
+                    break;
+                }
                 progress.current(&item.entry.path);
-                let stop = self.export_entry(source.as_mut(), &info.name, &item)?;
+                let ended = self.export_entry(source.as_mut(), &info.name, item)?;
+                if ended && self.stop.requested() {
+                    self.report.left += (n - done) as u64;
+                    break;
+                }
                 progress.file_done(done + 1, n, &item.entry.path);
-                if stop {
+                if ended {
                     return Ok(());
                 }
             }
@@ -421,7 +476,8 @@ impl Exporter<'_> {
         Ok(())
     }
 
-    /// One file of a phone or folder. Returns true when the device went away.
+    /// One file of a phone or folder. Returns true when the export ends here: the
+    /// device went away, or a stop came.
     fn export_entry(&mut self, source: &mut dyn Source, device: &str, item: &Item) -> Result<bool> {
         let Item { entry, live } = item;
         let follows = match live {
@@ -470,8 +526,9 @@ impl Exporter<'_> {
         self.settle(&entry.path, is_still, written)
     }
 
-    /// Records what became of one file. Returns true when the device went away;
-    /// a destination error ends the export.
+    /// Records what became of one file. Returns true when the export ends here (the
+    /// device went away, or a stop came while it was read); a destination error ends
+    /// the export.
     fn settle(
         &mut self,
         from: &str,
@@ -514,6 +571,8 @@ impl Exporter<'_> {
                 self.report.interrupted = Some(why);
                 return Ok(true);
             }
+            // The file in hand when the stop came: nothing of it was kept.
+            Err(CopyError::Stopped) => return Ok(true),
             Err(CopyError::Source(e)) => self.report.failed.push(Skipped {
                 path: from.to_string(),
                 reason: e.to_string(),
@@ -544,7 +603,14 @@ impl Exporter<'_> {
         follows: Option<&str>,
         decide: impl FnOnce(&Copied) -> Option<Target>,
     ) -> Result<Option<(Placed, u64, bool)>, CopyError> {
-        let copied = transfer::copy(reader, self.out, expected, &mut self.pool, &mut |_| {})?;
+        let copied = transfer::copy(
+            reader,
+            self.out,
+            expected,
+            &mut self.pool,
+            &mut |_| {},
+            &self.stop,
+        )?;
         let dest = |e: io::Error| CopyError::Dest(e);
         // The motion half of a Live Photo goes where its still went.
         let still = follows.and_then(|s| self.stills.get(s));

@@ -19,6 +19,7 @@ use crate::error::{fail, Exit};
 use crate::media;
 use crate::report::Progress;
 use crate::source::{DeviceInfo, SourceKind};
+use crate::stop::Stop;
 use crate::store::names::clash_key;
 use crate::store::{list_files, Store, StoreError};
 use crate::transfer::HEAD;
@@ -32,6 +33,30 @@ struct ReindexReport {
     same_content: Vec<String>,
     /// Where the previous catalog was moved, if there was one.
     previous_catalog: Option<String>,
+    /// Files a stopped rebuild had already indexed: not read again.
+    #[serde(skip_serializing_if = "is_zero")]
+    resumed: u64,
+    /// What stopped the rebuild before its end (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+    /// Files not indexed because of the stop.
+    #[serde(skip_serializing_if = "is_zero")]
+    left: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The catalog note (see `Catalog::note`) set while a rebuild is under way and left
+/// set by a stopped one: the next `reindex` resumes it, and backups refuse the store.
+pub const REINDEX_NOTE: &str = "reindex";
+
+/// True when the catalog at `path` is a rebuild that was stopped before its end.
+fn is_unfinished_rebuild(path: &std::path::Path) -> bool {
+    Catalog::open_read_only(path)
+        .and_then(|c| c.note(REINDEX_NOTE))
+        .is_ok_and(|n| n.as_deref() == Some("incomplete"))
 }
 
 pub fn run(args: &ReindexArgs) -> Result<u8> {
@@ -50,9 +75,11 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         other => fail(Exit::Destination, other.to_string()),
     })?;
     let catalog_path = store.meta_path(CATALOG_FILE);
+    // A rebuild that was stopped goes on where it stopped.
+    let resuming = catalog_path.exists() && is_unfinished_rebuild(&catalog_path);
     // Never delete a catalog, even a broken one: move it (and its WAL files) aside.
     let mut previous = None;
-    if catalog_path.exists() {
+    if catalog_path.exists() && !resuming {
         let stamp = jiff::Timestamp::now()
             .strftime("%Y%m%dT%H%M%SZ")
             .to_string();
@@ -68,6 +95,12 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         previous = Some(aside.display().to_string());
     }
     let catalog = Catalog::open(&catalog_path, store.fs.supports_wal())?;
+    catalog.set_note(REINDEX_NOTE, Some("incomplete"))?;
+    let done_before = if resuming {
+        catalog.stored_keys()?
+    } else {
+        Default::default()
+    };
     let (source_id, _) = catalog.upsert_source(&DeviceInfo {
         id: "store:reindexed".into(),
         kind: SourceKind::Folder,
@@ -88,10 +121,23 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         bytes: 0,
         same_content: Vec::new(),
         previous_catalog: previous,
+        resumed: 0,
+        stopped: None,
+        left: 0,
     };
+    let stop = Stop::new();
     let mut buf = vec![0u8; 1 << 20];
     let n = files.len();
     for (i, rel) in files.iter().enumerate() {
+        if stop.requested() {
+            report.stopped = Some(stop.reason().to_string());
+            report.left = (n - i) as u64;
+            break;
+        }
+        if done_before.contains(&clash_key(rel)) {
+            report.resumed += 1;
+            continue;
+        }
         let path = store.root().join(rel);
         let mut f = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut h = blake3::Hasher::new();
@@ -151,13 +197,29 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         progress.file_done(i + 1, n, rel);
     }
     progress.finish();
-    catalog.backup_to(&store.meta_path(&format!("{CATALOG_FILE}.bak")))?;
+    if report.stopped.is_none() {
+        catalog.set_note(REINDEX_NOTE, None)?;
+        catalog.backup_to(&store.meta_path(&format!("{CATALOG_FILE}.bak")))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if let Some(why) = &report.stopped {
+            println!(
+                "Stopped: {} files indexed, {} left ({why}). The catalog of {} is incomplete: \
+                 run `offload reindex` again to finish it (it goes on where it stopped); until \
+                 then backups to this store are refused.",
+                report.files + report.resumed,
+                report.left,
+                report.destination
+            );
+            return Ok(stop.exit_code());
+        }
         println!(
             "Rebuilt the catalog of {}: {} files, {} bytes.",
-            report.destination, report.files, report.bytes
+            report.destination,
+            report.files + report.resumed,
+            report.bytes
         );
         for s in &report.same_content {
             println!("  {s}: same content as another stored file (left in place, recorded once)");
@@ -169,6 +231,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             "The next backup of each phone reads its files once more to learn where they are; \
              nothing already stored is copied again."
         );
+    }
+    if report.stopped.is_some() {
+        return Ok(stop.exit_code());
     }
     Ok(0)
 }

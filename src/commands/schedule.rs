@@ -211,9 +211,9 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
 
     if a.print {
         for (file, text) in &rendered {
-            println!("# ==> {} <==", dir.join(file).display());
-            print!("{text}");
-            println!();
+            outln!("# ==> {} <==", dir.join(file).display());
+            out!("{text}");
+            outln!();
         }
         if let Err(why) = systemd_user() {
             print_fallback(&schedule, &cron, &why, "would be written");
@@ -244,7 +244,7 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
     for (file, text) in &rendered {
         let path = dir.join(file);
         write_atomic(&path, text.as_bytes())?;
-        println!("Wrote {}", path.display());
+        outln!("Wrote {}", path.display());
     }
 
     let unit = units::main_unit(&a.name, &when);
@@ -257,11 +257,11 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
                 )
             })?;
             match when {
-                When::OnPlug => println!(
+                When::OnPlug => outln!(
                     "Enabled and started {unit}: each phone is backed up when it is plugged in, \
                      from login on. Its log: `journalctl --user -u {unit}`."
                 ),
-                _ => println!(
+                _ => outln!(
                     "Enabled and started {unit}: {}. Next run: `systemctl --user list-timers {unit}`; \
                      log: `journalctl --user -u offload-{}.service`.",
                     human_when(&when),
@@ -269,7 +269,7 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
                 ),
             }
             if std::env::var_os("XDG_RUNTIME_DIR").is_some() && !lingering() {
-                println!(
+                outln!(
                     "Note: user units run while you are logged in. To run them without a login, \
                      run `loginctl enable-linger`."
                 );
@@ -301,15 +301,15 @@ fn print_fallback(
     why: &str,
     written: &str,
 ) {
-    println!(
+    outln!(
         "systemd is not available here ({why}): the units {written}, but nothing will start them."
     );
     match cron {
         Some((line, note)) => {
-            println!("Without systemd, add this line to your crontab (`crontab -e`):");
-            println!("{line}");
+            outln!("Without systemd, add this line to your crontab (`crontab -e`):");
+            outln!("{line}");
             if let Some(n) = note {
-                println!("Note: {n}.");
+                outln!("Note: {n}.");
             }
         }
         None => {
@@ -318,12 +318,12 @@ fn print_fallback(
                 .iter()
                 .map(|a| units::cron_quote(a).unwrap_or_else(|_| a.to_string_lossy().into_owned()))
                 .collect();
-            println!(
+            outln!(
                 "Without systemd, cron cannot react to a phone being plugged in: `offload watch` \
                  must be running. Start it when you log in (your desktop's \"Startup \
                  Applications\"/autostart settings, or your shell's login file) with:"
             );
-            println!("{}", command.join(" "));
+            outln!("{}", command.join(" "));
         }
     }
 }
@@ -370,11 +370,11 @@ fn list(a: &ScheduleListArgs) -> Result<u8> {
         });
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(0);
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "No schedules. Add one with `offload schedule add NAME --daily 02:00 [--to DEST]` \
              or `offload schedule add NAME --on-plug`."
         );
@@ -386,27 +386,27 @@ fn list(a: &ScheduleListArgs) -> Result<u8> {
             Some(e) => e.clone(),
             None => "not run by systemd".into(),
         };
-        println!("{} ({}): {}", s.name, s.when, state);
-        println!("  command  {}", s.command);
+        outln!("{} ({}): {}", s.name, s.when, state);
+        outln!("  command  {}", s.command);
         for f in &s.files {
-            println!("  unit     {}", f.display());
+            outln!("  unit     {}", f.display());
         }
         if !s.complete {
-            println!(
+            outln!(
                 "  problem  offload-{}.timer is missing: add the schedule again",
                 s.name
             );
         }
         match (&r.crontab, s.schedule.when == When::OnPlug, &r.enabled) {
-            (Some(line), _, None) => println!("  crontab  {line}"),
+            (Some(line), _, None) => outln!("  crontab  {line}"),
             (None, true, None) => {
-                println!("  start    `offload watch` must be started at login (no systemd)")
+                outln!("  start    `offload watch` must be started at login (no systemd)")
             }
             _ => {}
         }
     }
     if let Some(why) = no_systemd {
-        println!("systemd is not available here ({why}).");
+        outln!("systemd is not available here ({why}).");
     }
     Ok(0)
 }
@@ -427,18 +427,18 @@ fn remove(a: &ScheduleRemoveArgs) -> Result<u8> {
     }
     for f in &s.files {
         std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
-        println!("Removed {}", f.display());
+        outln!("Removed {}", f.display());
     }
     match systemctl_user(&["daemon-reload"]) {
-        Ok(_) => println!("Stopped and disabled {}.", s.unit),
+        Ok(_) => outln!("Stopped and disabled {}.", s.unit),
         Err(why) => {
-            println!("systemd is not available here ({why}).");
+            outln!("systemd is not available here ({why}).");
             match units::crontab_line(&s.schedule).ok().flatten() {
                 Some((line, _)) => {
-                    println!("If you added it to your crontab, remove this line (`crontab -e`):");
-                    println!("{line}");
+                    outln!("If you added it to your crontab, remove this line (`crontab -e`):");
+                    outln!("{line}");
                 }
-                None => println!(
+                None => outln!(
                     "If you start `offload watch` at login, remove it from your startup programs."
                 ),
             }

@@ -46,7 +46,7 @@ fn roll(args: &RollArgs) -> anyhow::Result<u8> {
     for f in &files {
         bytes += fs::metadata(dir.join(&f.path))?.len();
     }
-    println!(
+    outln!(
         "wrote {} files, {} bytes to {}",
         files.len(),
         bytes,

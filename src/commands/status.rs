@@ -39,11 +39,21 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     // Read-only and lock-free: status may run while a backup is writing.
     let catalog = Catalog::open_read_only(&path)?;
     let (files, bytes) = catalog.totals()?;
+    let mut sources = catalog.status()?;
+    // A run still marked running on a store nobody holds was killed, or its computer
+    // stopped: it is shown as what it is, not as running forever.
+    if !crate::store::busy::in_use(&dest) {
+        for r in sources.iter_mut().filter_map(|s| s.last_run.as_mut()) {
+            if r.result == "running" {
+                r.result = "interrupted".into();
+            }
+        }
+    }
     let report = StatusReport {
         destination: dest.display().to_string(),
         files,
         bytes,
-        sources: catalog.status()?,
+        sources,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

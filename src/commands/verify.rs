@@ -8,6 +8,7 @@ use crate::cli::VerifyArgs;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::report::Progress;
+use crate::stop::Stop;
 use crate::store::names::clash_key;
 use crate::store::{list_files, Store, StoreError};
 
@@ -28,6 +29,16 @@ struct VerifyReport {
     /// Files in the store the catalog does not know (not checked: nothing to compare).
     unknown: Vec<String>,
     sampled_percent: Option<f64>,
+    /// What stopped the check before its end (`SIGINT`, `SIGTERM`, `SIGHUP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+    /// Files not checked because of the stop.
+    #[serde(skip_serializing_if = "is_zero")]
+    left: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Exit 0 only when every checked file is intact and nothing is unknown; 1 otherwise.
@@ -74,13 +85,21 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         corrupt: Vec::new(),
         unknown: Vec::new(),
         sampled_percent: args.sample,
+        stopped: None,
+        left: 0,
     };
+    let stop = Stop::new();
     let total_bytes: u64 = files.iter().map(|f| f.1).sum();
     let mut progress = Progress::new(args.json);
     progress.start("verify", files.len(), total_bytes);
     let mut buf = vec![0u8; 1 << 20];
     let n = files.len();
     for (i, (path, size, hash)) in files.iter().enumerate() {
+        if stop.requested() {
+            report.stopped = Some(stop.reason().to_string());
+            report.left = (n - i) as u64;
+            break;
+        }
         progress.current(path);
         report.checked += 1;
         match crate::store::hash_from_disk(&store.root().join(path), &mut buf, &mut |b| {
@@ -114,7 +133,7 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         progress.file_done(i + 1, n, path);
     }
     progress.finish();
-    if args.device.is_none() && args.sample.is_none() {
+    if args.device.is_none() && args.sample.is_none() && report.stopped.is_none() {
         let known = catalog.stored_keys()?;
         report.unknown = list_files(store.root())?
             .into_iter()
@@ -142,12 +161,22 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         for u in &report.unknown {
             println!("  {u}: not in the catalog (`offload reindex` adds it)");
         }
+        if let Some(why) = &report.stopped {
+            println!(
+                "Stopped: {} files checked, {} left unchecked ({why}). Nothing was changed; run \
+                 `offload verify` again to check them all.",
+                report.checked, report.left
+            );
+        }
         if !ok {
             println!(
                 "Damaged or missing files cannot be repaired from this drive: back them up again \
                  from the phone (`offload backup` copies what the store lacks) or from another copy."
             );
         }
+    }
+    if report.stopped.is_some() {
+        return Ok(stop.exit_code());
     }
     Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
 }

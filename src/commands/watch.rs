@@ -632,7 +632,7 @@ impl Watcher {
                     {
                         continue;
                     }
-                    eprintln!("watch: {prefix}{line}");
+                    errln!("watch: {prefix}{line}");
                     if let Some(msg) = line.strip_prefix("offload: ") {
                         *last.lock().unwrap_or_else(|e| e.into_inner()) = msg.to_string();
                     }
@@ -904,7 +904,7 @@ struct Out {
 
 impl Out {
     fn event(&self, event: &str, device: Option<(&str, &str)>, fields: Value, line: String) {
-        eprintln!("watch: {line}");
+        errln!("watch: {line}");
         if !self.json {
             return;
         }
@@ -932,7 +932,7 @@ impl Out {
 
     /// A note that is not an event (usbmuxd came or went...): stderr only.
     fn line(&self, text: &str) {
-        eprintln!("watch: {text}");
+        errln!("watch: {text}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! Its promise: a file appears under its final name only complete and durable, and
 //! no existing file is ever replaced.
 
+pub mod busy;
 pub mod drive;
 pub mod fsinfo;
 pub mod names;

@@ -527,7 +527,7 @@ impl Conn {
                         });
                     }
                     if !prompted && self.opts.show_prompts {
-                        eprintln!("{TRUST_PROMPT}");
+                        errln!("{TRUST_PROMPT}");
                     }
                     prompted = true;
                     tokio::time::sleep(self.opts.poll_interval).await;
