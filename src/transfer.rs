@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 
 use crate::source::{FileRead, SourceError};
 use crate::stop::Stop;
@@ -82,7 +83,15 @@ pub trait Copying {
     /// with no temp file left behind. Returns `false` to stop: no further file is
     /// opened, and what is being read is abandoned between two reads.
     fn finished(&mut self, i: usize, result: Result<Copied, CopyError>) -> bool;
+
+    /// No file will be finished any more: told once, after the last [`Copying::finished`]
+    /// and before waiting for the reading side to end, which a device that hangs in a
+    /// read can delay until its timeout. What waits for the files (a commit) can go on.
+    fn no_more_files(&mut self) {}
 }
+
+/// How often the copying side looks at a stop while the reading side is silent.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Streams `reader` into a new temp file of `store` (a store or an export folder),
 /// hashing as it goes; `expected` as [`Files::expected`]. `pool` keeps chunk buffers
@@ -339,7 +348,14 @@ pub fn copy_all(
         // The file being written; `None` between files and after the current one failed
         // (its failure is reported at once, its remaining chunks are dropped).
         let mut current: Option<(usize, TempWrite)> = None;
-        for message in &full_rx {
+        loop {
+            // A device that hangs in a read sends nothing: a stop must not wait for it.
+            let message = match full_rx.recv_timeout(STOP_POLL) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) if stop.requested() => break,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let go_on = match message {
                 FromReader::Start(i) => {
                     copying.started(i);
@@ -391,6 +407,7 @@ pub fn copy_all(
         if let Some((_, w)) = current.take() {
             w.abandon();
         }
+        copying.no_more_files();
         drop(full_rx);
         drop(empty_tx);
         if let Ok((empty, spare)) = reading.join() {

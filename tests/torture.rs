@@ -1625,6 +1625,8 @@ fn read_by(child: &Child) -> u64 {
 
 /// Runs `cmd`, and once `due(child)` holds sends it `signals` (a few ms apart), then
 /// waits for it to end (bounded). `None` when the run ended before the first signal.
+/// `due` asks for progress (bytes read or written), by which time the run's signal
+/// handling is in place: a run killed by the signal (exit -1) is a failure.
 fn signal_when(
     mut cmd: Command,
     s: &Scratch,
@@ -1663,9 +1665,8 @@ fn signal_when(
         stdout: fs::read_to_string(&out).unwrap(),
         stderr: fs::read_to_string(&err).unwrap(),
     };
-    // A run that ended before the signal, or was still in its first steps (the
-    // signal landed before the handler was installed: killed by it), proves nothing.
-    (landed && code != -1).then_some(done)
+    // A run that ended before the signal proves nothing.
+    landed.then_some(done)
 }
 
 /// The result of the store's latest run row.
@@ -2088,4 +2089,74 @@ fn stopping_export_verify_and_reindex_keeps_what_was_finished() {
         3,
         "only {checked:?} were still going when signalled"
     );
+}
+
+/// Ctrl-C while the phone hangs in a read: the files read before it are committed at
+/// once, without waiting for the phone's timeout; a second Ctrl-C then exits at once
+/// and keeps them.
+#[test]
+fn a_stop_while_the_phone_hangs_commits_the_finished_files_at_once() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 100, 30_000);
+    let sources: BTreeSet<String> = camera_files(&roll).into_values().collect();
+    let dest = s.path("dest");
+    let stats = s.path("stats.json");
+    const HANGS_AT: u64 = 40;
+    let mut cmd = android_cmd(
+        &s,
+        &[&roll],
+        &format!("hang-at-read={HANGS_AT}"),
+        &["backup", "--to", dest.to_str().unwrap(), "--json"],
+    );
+    cmd.env("OFFLOAD_VIRTUAL_STATS", &stats)
+        .env("OFFLOAD_MTP_TIMEOUT_SECS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let reads = || {
+        fs::read(&stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["reads"].as_u64())
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while reads() < HANGS_AT - 1 {
+        assert!(started.elapsed() < HUNG, "the backup made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The next read is the one that hangs.
+    std::thread::sleep(Duration::from_millis(500));
+    let sigint = |child: &Child| unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    sigint(&child);
+    let committed = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            dest.join(".offload/catalog.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row("SELECT count(*) FROM files", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    let asked = Instant::now();
+    while committed() < (HANGS_AT - 1) as i64 {
+        assert!(
+            // Well before the 15 s after which a batch is committed anyway.
+            asked.elapsed() < Duration::from_secs(5),
+            "the finished files were not committed while the phone hung: {} of {}",
+            committed(),
+            HANGS_AT - 1
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended: the phone's hang was not in the way, so this tested nothing"
+    );
+    sigint(&child);
+    let code = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(code, 130);
+    assert_eq!(committed(), (HANGS_AT - 1) as i64);
+    assert_nothing_partial(&dest, &sources, "after the second Ctrl-C");
+    assert_eq!(store_files(&dest).len() as u64, HANGS_AT - 1);
 }

@@ -693,7 +693,9 @@ impl transfer::Files for Planned<'_> {
 /// Where each copied file goes: to the committing thread, or into the report.
 struct Sink<'a> {
     items: &'a [Item],
-    tx: std::sync::mpsc::SyncSender<(Copied, Item)>,
+    /// To the committing thread; dropped when no more files come, so that it commits
+    /// what it holds at once.
+    tx: Option<std::sync::mpsc::SyncSender<(Copied, Item)>>,
     progress: &'a mut Progress,
     report: &'a mut DeviceReport,
     /// Originals that are only in iCloud.
@@ -736,7 +738,8 @@ impl transfer::Copying for Sink<'_> {
             Ok(c) => {
                 // "read", not "copied": the file is safe only once its batch is committed.
                 let line = format!("read {} ({})", entry.path, human_bytes(c.size));
-                if self.tx.send((c, item.clone())).is_err() {
+                let sent = self.tx.as_ref().map(|tx| tx.send((c, item.clone())));
+                if !matches!(sent, Some(Ok(()))) {
                     // The committing thread stopped on an error; it says which.
                     return false;
                 }
@@ -763,6 +766,10 @@ impl transfer::Copying for Sink<'_> {
             // `copy_all` reports no stopped file: it just ends.
             Err(CopyError::Stopped) => false,
         }
+    }
+
+    fn no_more_files(&mut self) {
+        self.tx = None;
     }
 }
 
@@ -851,7 +858,7 @@ fn copy_source(
         };
         let mut sink = Sink {
             items: &plan.to_copy,
-            tx,
+            tx: Some(tx),
             progress,
             report,
             cloud: Vec::new(),
@@ -860,14 +867,12 @@ fn copy_source(
         };
         transfer::copy_all(&mut planned, store, &mut Vec::new(), &mut sink, &opts.stop);
         let Sink {
-            tx,
             mut cloud,
             result,
             done,
             ..
         } = sink;
         report.left = total.saturating_sub(done + cloud.len()) as u64;
-        drop(tx);
         let (committed, commit_result) = committer.join().expect("the committing thread panicked");
         report.cloud_only.append(&mut cloud);
         (result.and(commit_result), committed)
