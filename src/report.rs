@@ -156,7 +156,11 @@ impl RunReport {
         let secs = self.elapsed_s.max(1e-9);
         out.push_str(&format!(
             "{} in {:.1} s ({}/s) to {}\n",
-            if self.dry_run { "Planned" } else { "Done" },
+            match (self.dry_run, &self.stopped) {
+                (true, _) => "Planned",
+                (false, Some(_)) => "Ran",
+                (false, None) => "Done",
+            },
             self.elapsed_s,
             human_bytes((total_bytes as f64 / secs) as u64),
             self.destination

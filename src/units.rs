@@ -274,7 +274,8 @@ pub fn render(s: &Schedule) -> Result<Vec<(String, String)>, String> {
                     "{header}\n[Unit]\nDescription=offload: back up phones to the backup drive (schedule {name})\n\n\
                      [Service]\nType=oneshot\nExecStart={exec}\n\
                      # 3: no phone was connected (or readable) at that time, which is no failure of the schedule.\n\
-                     SuccessExitStatus=3\nNice=10\n",
+                     # 143: stopped by systemd (shutdown, systemctl stop); the files it had read are kept.\n\
+                     SuccessExitStatus=3 143\nNice=10\n",
                     name = s.name
                 ),
             ));
