@@ -20,6 +20,7 @@ mod sim;
 mod source;
 mod stop;
 mod store;
+mod term;
 mod transfer;
 mod units;
 

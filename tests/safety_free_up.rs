@@ -115,6 +115,7 @@ fn twins_are_never_deleted(serial: &str, names: &[&[u8]]) {
     );
     let twins: BTreeSet<Vec<u8>> = names.iter().map(|n| n.to_vec()).collect();
     let before = raw_files(&camera);
+    let mut previous = before.clone();
 
     for run in 0..2 {
         let r = android(&s, &phone, &["free-up", "--to", d, "--yes", "--json"]);
@@ -131,13 +132,14 @@ fn twins_are_never_deleted(serial: &str, names: &[&[u8]]) {
             );
         }
         // What was reported deleted is exactly what left the phone.
-        let gone: BTreeSet<String> = before
+        let gone: BTreeSet<String> = previous
             .keys()
             .filter(|n| !after.contains_key(*n))
             .map(|n| format!("{STORAGE}/DCIM/Camera/{}", String::from_utf8_lossy(n)))
             .collect();
         let reported: BTreeSet<String> = strings(&dev["deleted"]).into_iter().collect();
         assert_eq!(reported, gone, "run {run}: {}", r.stdout);
+        previous = after;
         if run == 0 {
             assert_eq!(
                 reported,
@@ -215,7 +217,12 @@ fn a_file_changed_with_the_same_size_and_date_is_kept() {
     set_mtime(&b, NOV_2023 + 60);
 
     let stats = s.path("stats.json");
-    let mut c = android_cmd(&s, &[&phone], "", &["free-up", "--to", d, "--yes", "--json"]);
+    let mut c = android_cmd(
+        &s,
+        &[&phone],
+        "",
+        &["free-up", "--to", d, "--yes", "--json"],
+    );
     c.env("OFFLOAD_VIRTUAL_STATS", &stats);
     let r = run_bounded(c, &s);
     assert_eq!(
@@ -340,7 +347,11 @@ fn only_selects_what_backup_selects_and_only_that_is_hashed() {
             BTreeSet::new()
         };
         // ...is what free-up selects with it, and only those stored copies are read.
-        let r = android(&s, &phone, &["-v", "free-up", "--to", a, "--only", only, "--json"]);
+        let r = android(
+            &s,
+            &phone,
+            &["-v", "free-up", "--to", a, "--only", only, "--json"],
+        );
         r.ok();
         let j = r.json();
         let eligible = paths(&j[0]["eligible"]);
@@ -357,7 +368,10 @@ fn only_selects_what_backup_selects_and_only_that_is_hashed() {
             .filter(|l| l.contains("re-reading the stored copy"))
             .count();
         assert_eq!(lines, selected.len(), "--only {only}: {}", r.stderr);
-        assert_eq!(j[0]["phone_files_hashed"], 0, "nothing is read from the phone without --yes");
+        assert_eq!(
+            j[0]["phone_files_hashed"], 0,
+            "nothing is read from the phone without --yes"
+        );
     }
     // A word backup refuses is refused, the same way.
     let b = android(&s, &phone, &["backup", "--to", a, "--only", "pictures"]);
@@ -384,8 +398,14 @@ fn only_selects_what_backup_selects_and_only_that_is_hashed() {
 const HOSTILE: &str = "\u{1b}[31mred\nline\u{202e}gpj.jpg";
 
 fn assert_escaped(out: &str, what: &str) {
-    assert!(!out.contains('\u{1b}'), "{what}: raw ESC reaches the terminal:\n{out}");
-    assert!(!out.contains('\u{202e}'), "{what}: raw U+202E reaches the terminal:\n{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "{what}: raw ESC reaches the terminal:\n{out}"
+    );
+    assert!(
+        !out.contains('\u{202e}'),
+        "{what}: raw U+202E reaches the terminal:\n{out}"
+    );
     assert!(
         out.contains("\\e[31mred\\nline\\u{202e}gpj.jpg"),
         "{what}: the name is not shown escaped:\n{out}"
@@ -397,7 +417,11 @@ fn names_are_escaped_for_people_and_exact_in_json() {
     let s = Scratch::new();
     // From a folder: backup's progress lines and summary.
     let roll = s.path("roll");
-    write_dated(&roll.join("DCIM").join(HOSTILE), &noise("hostile", 4000), NOV_2023);
+    write_dated(
+        &roll.join("DCIM").join(HOSTILE),
+        &noise("hostile", 4000),
+        NOV_2023,
+    );
     // Hidden: skipped, and listed by name in the JSON.
     write_dated(
         &roll.join("DCIM").join(format!(".{HOSTILE}")),

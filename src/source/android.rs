@@ -29,8 +29,8 @@ use mtp_rs::{
 use tokio::runtime::Runtime;
 
 use super::{
-    skip_reason, DeviceInfo, Entry, FileRead, Listing, Skipped, Source, SourceError, SourceKind,
-    StorageInfo,
+    skip_reason, DeviceInfo, Entry, FileRead, Listing, ObjectRef, Skipped, Source, SourceError,
+    SourceKind, StorageInfo,
 };
 
 /// Environment variable that overrides [`AndroidOptions::timeout`], in seconds (tests use
@@ -407,6 +407,9 @@ struct Link {
     device: Option<MtpDevice>,
     /// The storages of the current session.
     storages: Vec<Storage>,
+    /// Sessions opened so far; the current one's number while `device` is `Some`.
+    /// Object handles are valid in the session that handed them out only.
+    session: u64,
     #[cfg(feature = "sim")]
     hooks: Option<Arc<crate::sim::android::PhoneHooks>>,
 }
@@ -423,6 +426,7 @@ impl Link {
             timeout,
             device: None,
             storages: Vec::new(),
+            session: 0,
         }
     }
 
@@ -471,6 +475,7 @@ impl Link {
             Target::Location(l) => self.bounded(builder.open_by_location(*l)).await?,
         };
         self.device = Some(device);
+        self.session += 1;
         Ok(())
     }
 
@@ -492,6 +497,17 @@ impl Link {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.delete(handle)).await
+    }
+
+    /// What the phone says of one object now.
+    async fn object_info(
+        &self,
+        storage: StorageId,
+        handle: ObjectHandle,
+    ) -> Result<ObjectInfo, Failure> {
+        self.on_call()?;
+        let storage = self.storage(storage)?;
+        self.bounded(storage.get_object_info(handle)).await
     }
 
     fn storage(&self, id: StorageId) -> Result<&Storage, Failure> {
@@ -865,10 +881,19 @@ impl Inner {
                         // Met again through another media folder: once is enough.
                         Some((_, h)) if *h == object.handle => continue,
                         // Two objects, one name (a name that was not UTF-8 on the phone
-                        // reads the lossy way as another's). One entry per path, or the
-                        // second would be read as the first and never backed up (found by
-                        // the torture test of hostile names): report it instead.
+                        // reads the lossy way as another's; two long names that MTP cuts
+                        // to the same 254 characters). One entry per path, or the second
+                        // would be read as the first and never backed up (found by the
+                        // torture test of hostile names): report it instead, and mark the
+                        // first as ambiguous, so that free-up never deletes by this name.
                         Some(_) => {
+                            if let Some(first) =
+                                listing.entries.iter_mut().rev().find(|e| e.path == child)
+                            {
+                                if let Some(object) = first.object.as_mut() {
+                                    object.ambiguous = true;
+                                }
+                            }
                             listing.unreadable.push(Skipped {
                                 path: child,
                                 reason: "the phone lists another file with this very name in \
@@ -892,6 +917,12 @@ impl Inner {
                         size,
                         mtime: self.mtime(&object),
                         facts: Default::default(),
+                        object: Some(ObjectRef {
+                            session: self.link.session,
+                            storage: slot.id.0,
+                            handle: object.handle.0,
+                            ambiguous: false,
+                        }),
                     });
                 }
             }
@@ -989,6 +1020,48 @@ impl Inner {
         }
     }
 
+    /// The storage and handle of the object `entry` was listed as, if it was listed in
+    /// the session open now.
+    ///
+    /// Errors: `File` saying what to do when it was not (no object, or a session since
+    /// dropped or reopened).
+    fn listed(&self, entry: &Entry) -> Result<(StorageId, ObjectHandle), SourceError> {
+        let Some(object) = entry.object else {
+            return Err(SourceError::File(format!(
+                "{} was not listed from the phone in this run",
+                entry.path
+            )));
+        };
+        if self.link.device.is_none() || object.session != self.link.session {
+            return Err(SourceError::File(format!(
+                "the phone was reopened after {} was listed, so its listing no longer \
+                 names it for sure; run offload again",
+                entry.path
+            )));
+        }
+        Ok((StorageId(object.storage), ObjectHandle(object.handle)))
+    }
+
+    /// What a failed call on a listed object means, for [`super::Delete`]: the object is
+    /// not looked up again and the phone not reopened, so every failure ends this
+    /// file's check. A call abandoned in flight leaves the session suspect: it is
+    /// dropped (and the next call reopens the phone, refusing older entries).
+    fn listed_failure(&mut self, path: &str, f: Failure) -> SourceError {
+        if f.is_gone() {
+            return SourceError::Gone(GONE_MESSAGE.to_string());
+        }
+        if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+            self.link.drop_device();
+        }
+        if f.is_stale() {
+            return SourceError::File(format!(
+                "{path} is no longer the object that was listed (the phone deleted or \
+                 re-indexed it); run offload again"
+            ));
+        }
+        SourceError::File(format!("the phone would not read {path}: {f}"))
+    }
+
     fn timeout_error(&self, path: &str, f: &Failure) -> SourceError {
         SourceError::File(format!(
             "{f} while reading {path}; offload gave up on this file and reopens the \
@@ -1078,6 +1151,7 @@ impl Source for AndroidSource {
         Ok(Box::new(AndroidReader {
             source: self,
             path: entry.path.clone(),
+            listed: None,
             offset,
             download: Some(download),
             buffer: Vec::new(),
@@ -1090,29 +1164,64 @@ impl Source for AndroidSource {
 }
 
 impl super::Delete for AndroidSource {
-    /// Deletes the object over MTP, then looks it up afresh (no cached handle) to
-    /// confirm that the phone no longer has it.
+    /// Starts a windowed download of the listed object's handle; a failure of the read
+    /// is not retried (see [`super::Delete::open_listed`]).
+    fn open_listed<'a>(&'a mut self, entry: &Entry) -> Result<Box<dyn FileRead + 'a>, SourceError> {
+        #[cfg(feature = "sim")]
+        self.inner.link.on_open_file();
+        let (storage, handle) = self.inner.listed(entry)?;
+        let inner = &mut self.inner;
+        let download = self.runtime.block_on(async {
+            let window = inner.opts.window;
+            inner
+                .link
+                .start(storage, handle, 0, window)
+                .await
+                .map_err(|f| inner.listed_failure(&entry.path, f))
+        })?;
+        Ok(Box::new(AndroidReader {
+            source: self,
+            path: entry.path.clone(),
+            listed: Some((storage, handle)),
+            offset: 0,
+            download: Some(download),
+            buffer: Vec::new(),
+            position: 0,
+            done: false,
+            failed: None,
+            recoveries: 0,
+        }))
+    }
+
+    /// Deletes the listed object's handle over MTP, then asks the phone for that handle
+    /// again: an object it no longer describes is gone.
     fn delete(&mut self, entry: &Entry) -> Result<(), SourceError> {
+        let (storage, handle) = self.inner.listed(entry)?;
         let inner = &mut self.inner;
         self.runtime.block_on(async {
-            inner.ensure_open().await?;
-            let failed = |f: Failure| {
+            let refused = inner.link.delete(storage, handle).await.err();
+            if let Some(f) = &refused {
                 if f.is_gone() {
-                    SourceError::Gone(GONE_MESSAGE.to_string())
-                } else {
-                    SourceError::File(format!("the phone refused to delete it: {f}"))
+                    return Err(SourceError::Gone(GONE_MESSAGE.to_string()));
                 }
-            };
-            let Some((storage, handle)) = inner.resolve(&entry.path).await.map_err(failed)? else {
-                return Err(SourceError::File("it is no longer on the phone".into()));
-            };
-            inner.link.delete(storage, handle).await.map_err(failed)?;
-            inner.handles.remove(&entry.path);
-            match inner.resolve(&entry.path).await.map_err(failed)? {
-                None => Ok(()),
-                Some(_) => Err(SourceError::File(
-                    "the phone said it deleted it, but it is still there".into(),
-                )),
+            }
+            inner.handles.retain(|_, h| *h != (storage, handle));
+            match inner.link.object_info(storage, handle).await {
+                Err(f) if f.is_stale() => Ok(()),
+                Err(f) if f.is_gone() => Err(SourceError::Gone(GONE_MESSAGE.to_string())),
+                Err(f) => {
+                    if matches!(f, Failure::TimedOut(_)) {
+                        inner.link.drop_device();
+                    }
+                    Err(SourceError::File(format!(
+                        "the phone could not say whether it deleted it ({f}); it may still \
+                         be there: run offload free-up again"
+                    )))
+                }
+                Ok(_) => Err(SourceError::File(match refused {
+                    Some(f) => format!("the phone refused to delete it: {f}"),
+                    None => "the phone said it deleted it, but it is still there".into(),
+                })),
             }
         })
     }
@@ -1132,6 +1241,10 @@ const MAX_RECOVERIES: u32 = 3;
 struct AndroidReader<'a> {
     source: &'a mut AndroidSource,
     path: String,
+    /// The listed object to read, for [`super::Delete::open_listed`]: never looked up
+    /// again by path, no reopen after a fault. `None`: read whatever `path` names, with
+    /// recovery.
+    listed: Option<(StorageId, ObjectHandle)>,
     /// Offset of the first byte not yet fetched from the phone.
     offset: u64,
     /// `None` after a reopen, until restarted at `offset`.
@@ -1158,6 +1271,13 @@ impl AndroidReader<'_> {
             loop {
                 let download = match self.download.as_mut() {
                     Some(d) => d,
+                    // A listed object's download is started once, in `open_listed`.
+                    None if self.listed.is_some() => {
+                        return Err(SourceError::File(format!(
+                            "the phone stopped reading {} at byte {}",
+                            self.path, self.offset
+                        )))
+                    }
                     None => self
                         .download
                         .insert(inner.start(&self.path, self.offset).await?),
@@ -1173,6 +1293,9 @@ impl AndroidReader<'_> {
                     Err(f) => f,
                 };
                 self.download = None;
+                if self.listed.is_some() {
+                    return Err(inner.listed_failure(&self.path, failure));
+                }
                 match failure {
                     f if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.into())),
                     f @ Failure::TimedOut(_) => {
