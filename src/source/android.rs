@@ -398,6 +398,9 @@ fn blocking_error(name: &str, f: &Failure) -> SourceError {
     }
 }
 
+/// The number the next device session gets (see [`Link::session`]).
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The one door to the phone: every mtp-rs call goes through here, under the timeout and,
 /// in `sim` builds for a virtual phone with faults or counters, through its hooks.
 struct Link {
@@ -407,8 +410,9 @@ struct Link {
     device: Option<MtpDevice>,
     /// The storages of the current session.
     storages: Vec<Storage>,
-    /// Sessions opened so far; the current one's number while `device` is `Some`.
-    /// Object handles are valid in the session that handed them out only.
+    /// The number of the session opened last (0 before any); the current one's while
+    /// `device` is `Some`. Object handles are valid in the session that handed them
+    /// out only.
     session: u64,
     #[cfg(feature = "sim")]
     hooks: Option<Arc<crate::sim::android::PhoneHooks>>,
@@ -475,7 +479,9 @@ impl Link {
             Target::Location(l) => self.bounded(builder.open_by_location(*l)).await?,
         };
         self.device = Some(device);
-        self.session += 1;
+        // Unique in the process, so that an entry from another source's listing never
+        // passes for one of this session.
+        self.session = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -1032,12 +1038,19 @@ impl Inner {
                 entry.path
             )));
         };
-        if self.link.device.is_none() || object.session != self.link.session {
-            return Err(SourceError::File(format!(
-                "the phone was reopened after {} was listed, so its listing no longer \
-                 names it for sure; run offload again",
-                entry.path
-            )));
+        if self.link.device.is_none() {
+            return Err(SourceError::File(
+                "the phone stopped answering earlier in this run, and what was listed \
+                 cannot be named for sure after it is reopened: run offload free-up again"
+                    .into(),
+            ));
+        }
+        if object.session != self.link.session {
+            return Err(SourceError::File(
+                "the phone was reopened since this file was listed, so the listing no \
+                 longer names it for sure: run offload free-up again"
+                    .into(),
+            ));
         }
         Ok((StorageId(object.storage), ObjectHandle(object.handle)))
     }
@@ -1199,29 +1212,48 @@ impl super::Delete for AndroidSource {
         let (storage, handle) = self.inner.listed(entry)?;
         let inner = &mut self.inner;
         self.runtime.block_on(async {
-            let refused = inner.link.delete(storage, handle).await.err();
-            if let Some(f) = &refused {
-                if f.is_gone() {
-                    return Err(SourceError::Gone(GONE_MESSAGE.to_string()));
+            match inner.link.delete(storage, handle).await {
+                Ok(()) => {}
+                Err(f) if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.to_string())),
+                // Android re-keys objects on a media rescan: the handle checked is no
+                // longer this file's, and nothing was deleted.
+                Err(f) if f.is_stale() => {
+                    return Err(SourceError::File(
+                        "the phone no longer knows the object that was checked (it \
+                         re-indexed or removed it), so nothing was deleted: run offload \
+                         free-up again"
+                            .into(),
+                    ))
+                }
+                Err(f) => {
+                    // A call abandoned in flight leaves the session suspect, and the
+                    // object may or may not be gone: it is not counted as deleted.
+                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+                        inner.link.drop_device();
+                    }
+                    return Err(SourceError::File(format!(
+                        "the phone refused to delete it ({f}); if it is gone all the same, \
+                         the next free-up no longer lists it"
+                    )));
                 }
             }
             inner.handles.retain(|_, h| *h != (storage, handle));
+            // Deleted is what the phone no longer describes by the handle it deleted.
             match inner.link.object_info(storage, handle).await {
                 Err(f) if f.is_stale() => Ok(()),
                 Err(f) if f.is_gone() => Err(SourceError::Gone(GONE_MESSAGE.to_string())),
                 Err(f) => {
-                    if matches!(f, Failure::TimedOut(_)) {
+                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
                         inner.link.drop_device();
                     }
                     Err(SourceError::File(format!(
-                        "the phone could not say whether it deleted it ({f}); it may still \
-                         be there: run offload free-up again"
+                        "the phone said it deleted it, but could not confirm it ({f}); if \
+                         it is gone, the next free-up no longer lists it"
                     )))
                 }
-                Ok(_) => Err(SourceError::File(match refused {
-                    Some(f) => format!("the phone refused to delete it: {f}"),
-                    None => "the phone said it deleted it, but it is still there".into(),
-                })),
+                Ok(_) => Err(SourceError::File(
+                    "the phone said it deleted it, but it is still there".into(),
+                )),
             }
         })
     }
@@ -1915,6 +1947,111 @@ mod tests {
         );
         let gone = blocking_error("Pixel 9", &Failure::Device(MtpError::Disconnected));
         assert!(matches!(gone, SourceError::Gone(m) if m == GONE_MESSAGE));
+    }
+
+    fn read_listed(source: &mut AndroidSource, entry: &Entry) -> Result<Vec<u8>, SourceError> {
+        let deleter = source.deleter().expect("an Android phone deletes");
+        let mut reader = deleter.open_listed(entry)?;
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(SourceError::from_io)?;
+        Ok(data)
+    }
+
+    fn delete(source: &mut AndroidSource, entry: &Entry) -> Result<(), SourceError> {
+        source
+            .deleter()
+            .expect("an Android phone deletes")
+            .delete(entry)
+    }
+
+    #[test]
+    fn reads_and_deletes_the_listed_object_only() {
+        let _lock = serial_lock();
+        let phone = Phone::new("exact-1", Faults::default());
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let rel = "DCIM/Camera/PXL_20240315_143022123.jpg";
+        let e = entry(&listing, rel).clone();
+        assert!(e.object.is_some_and(|o| !o.ambiguous));
+        let data = read_listed(&mut source, &e).unwrap();
+        assert_eq!(hash(&data), file_hash(&phone.file(rel)));
+
+        // Named by its path alone: refused.
+        let bare = Entry::new(e.path.clone(), e.size, e.mtime);
+        assert!(matches!(
+            read_listed(&mut source, &bare),
+            Err(SourceError::File(_))
+        ));
+        assert!(matches!(
+            delete(&mut source, &bare),
+            Err(SourceError::File(_))
+        ));
+        // From another source's session: refused.
+        let mut other = phone.connect(&opts());
+        assert!(matches!(delete(&mut other, &e), Err(SourceError::File(_))));
+        drop(other);
+        assert!(phone.file(rel).exists());
+
+        delete(&mut source, &e).unwrap();
+        assert!(!phone.file(rel).exists());
+        // Deleted once; asked again, the phone no longer knows it.
+        assert!(matches!(delete(&mut source, &e), Err(SourceError::File(_))));
+    }
+
+    #[test]
+    fn a_listed_object_is_not_deleted_after_a_reopen_or_a_rekey() {
+        let _lock = serial_lock();
+        let phone = Phone::new("exact-2", Faults::default());
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let rel = "DCIM/Camera/PXL_20240315_143022123.jpg";
+        let e = entry(&listing, rel).clone();
+        // Re-keyed by the phone's media scanner: the handle checked is no longer it.
+        mtp_rs::virtual_device::rekey_virtual_object(&phone.serial, Path::new(rel)).unwrap();
+        match delete(&mut source, &e) {
+            Err(SourceError::File(m)) => assert!(m.contains("nothing was deleted"), "{m}"),
+            other => panic!("expected a File error, got {other:?}"),
+        }
+        assert!(phone.file(rel).exists());
+        // Reopened: every entry of the earlier listing is refused.
+        let other = entry(&listing, "Movies/clip.mp4").clone();
+        source
+            .runtime
+            .block_on(
+                source
+                    .inner
+                    .recover(&Failure::Device(MtpError::DeviceReset)),
+            )
+            .unwrap();
+        match delete(&mut source, &other) {
+            Err(SourceError::File(m)) => assert!(m.contains("reopened"), "{m}"),
+            other => panic!("expected a File error, got {other:?}"),
+        }
+        assert!(phone.file("Movies/clip.mp4").exists());
+        // Listed again, it is deleted.
+        let listing = source.list().unwrap();
+        delete(&mut source, entry(&listing, "Movies/clip.mp4")).unwrap();
+        assert!(!phone.file("Movies/clip.mp4").exists());
+    }
+
+    #[test]
+    fn names_the_phone_shows_as_one_are_marked_ambiguous() {
+        let _lock = serial_lock();
+        let phone = Phone::new("twins-1", Faults::default());
+        let camera = phone.file("DCIM/Camera");
+        use std::os::unix::ffi::OsStrExt;
+        for name in [&b"IMG_\xff.jpg"[..], b"IMG_\xfe.jpg"] {
+            std::fs::write(camera.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+        }
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let twin = entry(&listing, "DCIM/Camera/IMG_\u{fffd}.jpg");
+        assert!(twin.object.is_some_and(|o| o.ambiguous), "{twin:?}");
+        assert_eq!(listing.unreadable.len(), 1, "{:?}", listing.unreadable);
+        let plain = entry(&listing, "DCIM/Camera/PXL_20240315_143022123.jpg");
+        assert!(plain.object.is_some_and(|o| !o.ambiguous));
     }
 
     #[test]
