@@ -11,7 +11,9 @@
 //!   so after a timeout the device is dropped whole and reopened quietly before further use.
 //! - Object handles last one session (and Android may re-key them): entries are keyed by
 //!   storage name + path, and a private map resolves paths to handles for the current
-//!   session only.
+//!   session only. Each entry also carries the object it was listed as, with the
+//!   session's number: deleting (free-up) reads and deletes that object only, and only
+//!   in that session, never whatever the path resolves to later.
 //! - MTP dates are phone-local with no zone: they are read on this computer's time zone.
 
 // Nothing calls this module until the commands are wired to it.

@@ -135,10 +135,10 @@ pub struct ObjectRef {
     /// Which session of the source listed it: the source counts its (re)connections,
     /// and refuses an object from an earlier one.
     pub session: u64,
-    /// The device's own identity for the object: for MTP, the storage and object
-    /// handle tokens (the object handle alone is unique on a device; the storage is
-    /// needed to address it).
+    /// The storage that holds the object, in the device's terms (MTP: the storage
+    /// token), needed to address it.
     pub storage: u64,
+    /// The device's handle of the object (MTP: the object handle token).
     pub handle: u64,
     /// Another object of the device shows under the same path (a name that is not
     /// UTF-8, read the lossy way; two long names that MTP cuts to the same 254
