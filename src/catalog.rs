@@ -834,6 +834,18 @@ impl Catalog {
             .optional()?)
     }
 
+    /// The tags recorded for the stored file with this hash (favorite, album:NAME...).
+    pub fn tags_of(&self, hash: &str) -> Result<Vec<String>> {
+        if !has_table(&self.conn, "file_tags")? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tag FROM file_tags WHERE hash = ?1 ORDER BY tag")?;
+        let rows = stmt.query_map([hash], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Records a deletion from a phone, with the verified copy that justified it.
     pub fn record_deletion(
         &self,

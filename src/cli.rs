@@ -356,12 +356,12 @@ pub struct FreeUpArgs {
     /// Only the phone with this serial, UDID or name.
     #[arg(long, value_name = "SERIAL|NAME")]
     pub device: Option<String>,
-    /// Only files captured longer ago than this (90d, 12w, 6mo, 1y).
-    #[arg(long, value_name = "DURATION")]
+    /// Only files taken longer ago than this: 90d, 2w, 3months (or 3mo), 1y, 48h.
+    #[arg(long, value_name = "AGE")]
     pub older_than: Option<String>,
-    /// Only these categories (comma list: photo,video,screenshot,raw,other).
-    #[arg(long, value_name = "CATS")]
-    pub only: Option<String>,
+    /// Which files: the same selection as `backup` and `export` take.
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Verified copies required, on that many present destinations.
     #[arg(long, default_value_t = 1)]
     pub copies: u32,

@@ -175,6 +175,13 @@ impl Filter {
         })
     }
 
+    /// Narrows the selection to files taken before `cutoff` (the local time of the
+    /// shot, exclusive): `free-up --older-than`, on top of `--until` if both are given.
+    pub fn taken_before(mut self, cutoff: DateTime) -> Filter {
+        self.until = Some(self.until.map_or(cutoff, |u| u.min(cutoff)));
+        self
+    }
+
     /// True when the filter selects everything.
     pub fn is_empty(&self) -> bool {
         self.only.is_empty()
@@ -219,6 +226,24 @@ impl Filter {
             DateKnown::NotAfter(d) => after_since(day(d, 1)),
         }
     }
+}
+
+/// An age on the command line (`90d`, `2w`, `3months`, `6mo`, `1y`, `48h`, `1 year`)
+/// as the local time that long before `now`: a shot taken before it is that old. The
+/// error names what is accepted; a negative age is refused.
+pub fn age_cutoff(text: &str, now: &jiff::Zoned) -> Result<DateTime, String> {
+    let like = "like 90d, 2w, 3months, 6mo or 1y";
+    let span: jiff::Span = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("not an age ({like})"))?;
+    if span.is_negative() {
+        return Err(format!("an age cannot be negative ({like})"));
+    }
+    let then = now
+        .checked_sub(span)
+        .map_err(|e| format!("too far back ({e}); use an age {like}"))?;
+    Ok(then.datetime())
 }
 
 /// A date on the command line as the period it names: `2024` is the year,
@@ -316,6 +341,42 @@ mod tests {
         for bad in ["24", "2024-13", "2023-02-29", "yesterday", "2024/01/01", ""] {
             assert!(period(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ages() {
+        let now: jiff::Zoned = "2026-03-31T12:00[Europe/Paris]".parse().unwrap();
+        let at = |y, m, d, h| date(y, m, d).at(h, 0, 0, 0);
+        for (text, want) in [
+            ("90d", at(2025, 12, 31, 12)),
+            ("2w", at(2026, 3, 17, 12)),
+            ("3months", at(2025, 12, 31, 12)),
+            ("3 months", at(2025, 12, 31, 12)),
+            ("1month", at(2026, 2, 28, 12)),
+            ("6mo", at(2025, 9, 30, 12)),
+            ("1y", at(2025, 3, 31, 12)),
+            ("2years", at(2024, 3, 31, 12)),
+            ("48h", at(2026, 3, 29, 12)),
+        ] {
+            assert_eq!(age_cutoff(text, &now), Ok(want), "{text}");
+        }
+        for bad in ["soon", "", "-3d", "3 fortnights", "90"] {
+            let e = age_cutoff(bad, &now).unwrap_err();
+            assert!(e.contains("like 90d"), "{bad}: {e}");
+        }
+        let f = Filter::default().taken_before(at(2025, 1, 1, 0));
+        let photo = cats(Category::Photo, &[]);
+        assert!(f.admits(&read(&photo, at(2024, 12, 31, 23))));
+        assert!(!f.admits(&read(&photo, at(2025, 1, 1, 0))));
+        // With --until too, the earlier bound holds.
+        let until = Filter::from_args(&FilterArgs {
+            until: Some("2023".into()),
+            ..FilterArgs::default()
+        })
+        .unwrap()
+        .taken_before(at(2025, 1, 1, 0));
+        assert!(!until.admits(&read(&photo, at(2024, 6, 1, 0))));
+        assert!(until.admits(&read(&photo, at(2023, 6, 1, 0))));
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod sim;
 mod source;
 mod stop;
 mod store;
+mod term;
 mod transfer;
 mod units;
 

@@ -91,7 +91,12 @@ impl RunReport {
         let mut total_bytes = 0;
         for d in &self.devices {
             total_bytes += d.bytes_copied;
-            out.push_str(&format!("{} ({}, {}):\n", d.name, d.kind, d.id));
+            out.push_str(&format!(
+                "{} ({}, {}):\n",
+                crate::term::shown(&d.name),
+                d.kind,
+                crate::term::shown(&d.id)
+            ));
             out.push_str(&format!(
                 "  {verb:<18} {} files, {}\n",
                 d.copied,
@@ -124,7 +129,11 @@ impl RunReport {
             if !d.failed.is_empty() {
                 out.push_str(&format!("  {:<18} {}\n", "failed", d.failed.len()));
                 for f in &d.failed {
-                    out.push_str(&format!("    {}: {}\n", f.path, f.reason));
+                    out.push_str(&format!(
+                        "    {}: {}\n",
+                        crate::term::shown(&f.path),
+                        crate::term::shown(&f.reason)
+                    ));
                 }
             }
             if let Some(m) = cloud_message(&d.cloud_only) {
@@ -146,7 +155,10 @@ impl RunReport {
         for b in &self.blocked {
             out.push_str(&format!(
                 "{} ({}, {}): not read: {}\n",
-                b.name, b.kind, b.id, b.message
+                crate::term::shown(&b.name),
+                b.kind,
+                crate::term::shown(&b.id),
+                crate::term::shown(&b.message)
             ));
         }
         if let Some(line) = self.stopped_line() {
@@ -241,16 +253,20 @@ impl Progress {
             overall.reset();
             overall.set_length(bytes);
             overall.set_position(0);
-            overall.set_prefix(name.to_string());
+            overall.set_prefix(crate::term::shown(name).into_owned());
             overall.set_message(format!("0/{files} files"));
         } else if self.plain {
-            eprintln!("{name}: {files} new files, {} to copy", human_bytes(bytes));
+            eprintln!(
+                "{}: {files} new files, {} to copy",
+                crate::term::shown(name),
+                human_bytes(bytes)
+            );
         }
     }
 
     pub fn current(&self, path: &str) {
         if let Some((_, _, current)) = &self.bars {
-            current.set_message(path.to_string());
+            current.set_message(crate::term::shown(path).into_owned());
         }
     }
 
@@ -267,7 +283,7 @@ impl Progress {
         } else if self.plain {
             // One line per file, but not a flood: at most ~10 lines a second.
             if self.last_line.elapsed() >= Duration::from_millis(100) || done == files {
-                eprintln!("[{done}/{files}] {line}");
+                eprintln!("[{done}/{files}] {}", crate::term::shown(line));
                 self.last_line = Instant::now();
             }
         }

@@ -751,8 +751,11 @@ impl transfer::Copying for Sink<'_> {
                 false
             }
             Err(CopyError::Source(e)) => {
-                self.progress
-                    .println(&format!("failed: {}: {e}", entry.path));
+                self.progress.println(&format!(
+                    "failed: {}: {}",
+                    crate::term::shown(&entry.path),
+                    crate::term::shown(&e.to_string())
+                ));
                 self.report.failed.push(Skipped {
                     path: entry.path.clone(),
                     reason: e.to_string(),

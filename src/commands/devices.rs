@@ -61,16 +61,21 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
     }
     for d in &report.devices {
         let i = &d.info;
-        println!("{} ({}, {}): ready", i.name, i.kind.as_str(), i.id);
+        println!(
+            "{} ({}, {}): ready",
+            crate::term::shown(&i.name),
+            i.kind.as_str(),
+            crate::term::shown(&i.id)
+        );
         let model: Vec<&str> = [i.manufacturer.as_deref(), i.model.as_deref()]
             .into_iter()
             .flatten()
             .collect();
         if !model.is_empty() {
-            println!("  model     {}", model.join(" "));
+            println!("  model     {}", crate::term::shown(&model.join(" ")));
         }
         if let Some(s) = &i.serial {
-            println!("  serial    {s}");
+            println!("  serial    {}", crate::term::shown(s));
         }
         for StorageInfo {
             description,
@@ -79,7 +84,8 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
         } in &i.storages
         {
             println!(
-                "  storage   {description}: {} free of {}",
+                "  storage   {}: {} free of {}",
+                crate::term::shown(description),
                 human_bytes(*free_bytes),
                 human_bytes(*capacity_bytes)
             );
@@ -91,7 +97,11 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
     for b in &report.blocked {
         println!(
             "{} ({}, {}): {}\n  {}",
-            b.name, b.kind, b.id, b.state, b.message
+            crate::term::shown(&b.name),
+            b.kind,
+            crate::term::shown(&b.id),
+            b.state,
+            crate::term::shown(&b.message)
         );
     }
     for n in &report.notes {

@@ -280,7 +280,11 @@ fn human(r: &ExportReport) -> String {
     if !r.failed.is_empty() {
         out.push_str(&format!("  {:<18} {}\n", "failed", r.failed.len()));
         for f in &r.failed {
-            out.push_str(&format!("    {}: {}\n", f.path, f.reason));
+            out.push_str(&format!(
+                "    {}: {}\n",
+                crate::term::shown(&f.path),
+                crate::term::shown(&f.reason)
+            ));
         }
     }
     if let Some(m) = cloud_message(&r.cloud_only) {
@@ -426,7 +430,12 @@ impl Exporter<'_> {
                 ..DetectOptions::default()
             });
             for b in &found.blocked {
-                eprintln!("{} ({}): not read: {}", b.name, b.id, b.message);
+                eprintln!(
+                    "{} ({}): not read: {}",
+                    crate::term::shown(&b.name),
+                    crate::term::shown(&b.id),
+                    crate::term::shown(&b.message)
+                );
             }
             if found.sources.is_empty() && sources.is_empty() {
                 let mut msg = String::from(

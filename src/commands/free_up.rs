@@ -1,15 +1,22 @@
 //! `offload free-up`: delete from the phone what is safely on the backup drive(s).
 //!
 //! A file is deleted only when all of these hold, checked now, not remembered:
-//! - the phone's file has exactly the path, size and mtime that were backed up;
+//! - the phone lists it with exactly the path, size and mtime that were backed up, and
+//!   no other object on the phone shows under that path (two names the phone's
+//!   listing cannot tell apart are never deleted, either of them);
+//! - it is selected (`--only`, `--since`, `--older-than`...: the same selection as
+//!   `backup` and `export`); only selected files are checked further;
 //! - its stored copy was re-read from the disk (around the page cache) just now and
 //!   hashes as recorded, in at least `--copies` destinations that are present;
-//! - `--yes` was given. Without it, the list is printed and nothing is deleted.
+//! - `--yes` was given. Without it, the list is printed and nothing is deleted;
+//! - the phone's object itself was read just now, and its BLAKE3 hash is the stored
+//!   copies'. That costs one more read of what is deleted: the price of knowing that
+//!   the content being deleted is the content on the drive, not a file edited in place
+//!   with the same size and date. The object deleted is the one read, by its handle in
+//!   the same session, never whatever its name leads to.
 //!
 //! iPhones are never written to: deleting over AFC leaves the Photos library
 //! inconsistent, so the verified list is printed for deleting in the Photos app.
-
-use std::collections::BTreeSet;
 
 use anyhow::Result;
 use serde::Serialize;
@@ -19,10 +26,13 @@ use crate::cli::FreeUpArgs;
 use crate::commands::backup::open_catalog;
 use crate::config;
 use crate::error::{fail, Exit};
+use crate::filter::{age_cutoff, DateKnown, Filter, Known};
+use crate::media::{Categories, Category, Tag};
 use crate::source::detect::{detect, DetectOptions};
-use crate::source::{Entry, SourceError, SourceKind};
+use crate::source::{Delete, Entry, SourceError, SourceKind};
 use crate::store::fsinfo::human_bytes;
 use crate::store::{hash_from_disk, Store};
+use crate::term::shown;
 
 #[derive(Serialize)]
 struct Item {
@@ -44,27 +54,94 @@ struct DeviceResult {
     id: String,
     name: String,
     kind: String,
-    /// Safe to delete (listed; deleted too with `--yes` on Android).
+    /// Safe to delete as far as the backup goes (listed; with `--yes` on Android, each
+    /// is read from the phone and compared before it is deleted).
     eligible: Vec<Item>,
+    /// Exactly the files deleted from the phone.
     deleted: Vec<String>,
     kept: Vec<Kept>,
     bytes_freed: u64,
+    /// Stored copies re-read from the drives and hashed: those of selected files only.
+    stored_copies_hashed: u64,
+    /// Files read from the phone and hashed before deleting (with `--yes`).
+    phone_files_hashed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
 }
 
+/// A stored copy that was re-read and matched its recorded hash.
+struct Copy {
+    path: String,
+    hash: String,
+}
+
+/// The selection `free-up` applies: the shared filter, narrowed by `--older-than`.
+fn selection(args: &FreeUpArgs) -> Result<Filter> {
+    let filter = Filter::from_args(&args.filter).map_err(|e| fail(Exit::Usage, e))?;
+    Ok(match &args.older_than {
+        Some(text) => {
+            let cutoff = age_cutoff(text, &jiff::Zoned::now())
+                .map_err(|e| fail(Exit::Usage, format!("--older-than {text:?}: {e}")))?;
+            filter.taken_before(cutoff)
+        }
+        None => filter,
+    })
+}
+
+/// Whether a backed-up file is selected, by what its catalog recorded: its category,
+/// tags and capture date (exact: the file was read when it was stored).
+fn selected(
+    filter: &Filter,
+    catalog: &Catalog,
+    hash: &str,
+    captured: &str,
+    category: &str,
+) -> Result<bool> {
+    if filter.is_empty() {
+        return Ok(true);
+    }
+    let Ok(date) = captured.parse::<jiff::civil::DateTime>() else {
+        // No date to decide on: never deleted on a guess.
+        return Ok(false);
+    };
+    let categories = Categories {
+        primary: Category::parse(category).unwrap_or(Category::Other),
+        tags: catalog
+            .tags_of(hash)?
+            .iter()
+            .filter_map(|t| Tag::parse(t))
+            .collect(),
+    };
+    Ok(filter.admits(&Known {
+        categories: &categories,
+        date: DateKnown::Exact(date),
+        read: true,
+        library: true,
+    }))
+}
+
+/// Reads a listed object from the phone to its end: its size and BLAKE3 hash.
+fn hash_on_phone(deleter: &mut dyn Delete, entry: &Entry) -> Result<(u64, String), SourceError> {
+    let mut reader = deleter.open_listed(entry)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read_chunk(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(SourceError::from_io(e)),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hasher.finalize().to_hex().to_string()))
+}
+
 pub fn run(args: &FreeUpArgs) -> Result<u8> {
     let cfg = config::load()?;
-    let cutoff = match &args.older_than {
-        Some(text) => Some(cutoff(text)?),
-        None => None,
-    };
-    let only: Option<BTreeSet<String>> = args.only.as_ref().map(|s| {
-        s.split(',')
-            .map(|c| c.trim().to_lowercase())
-            .filter(|c| !c.is_empty())
-            .collect()
-    });
+    let filter = selection(args)?;
     if args.copies == 0 {
         return Err(fail(Exit::Usage, "--copies must be at least 1"));
     }
@@ -136,6 +213,8 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             deleted: Vec::new(),
             kept: Vec::new(),
             bytes_freed: 0,
+            stored_copies_hashed: 0,
+            phone_files_hashed: 0,
             note: None,
         };
         let listing = match source.list() {
@@ -151,41 +230,59 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                 continue;
             }
         };
-        let mut eligible: Vec<(Entry, String, Vec<String>)> = Vec::new();
+        let mut eligible: Vec<(Entry, Vec<Copy>)> = Vec::new();
         for entry in listing.entries {
-            let mut facts = None;
-            let mut copies = Vec::new();
-            let mut damaged = Vec::new();
-            for (store, catalog) in &stores {
-                let Some((hash, path, captured, category)) =
+            // What each store recorded of the file as it is listed now: the catalog
+            // alone, nothing read yet.
+            let mut records = Vec::new();
+            for (i, (_, catalog)) in stores.iter().enumerate() {
+                if let Some(found) =
                     catalog.backed_up(&info.id, &entry.path, entry.size, entry.mtime)?
-                else {
-                    continue;
-                };
-                let abs = store.root().join(&path);
-                match hash_from_disk(&abs, &mut buf, &mut |_| {}) {
-                    Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => {
-                        copies.push(abs.display().to_string())
-                    }
-                    _ => damaged.push(abs.display().to_string()),
+                {
+                    records.push((i, found));
                 }
-                facts = Some((hash, captured, category));
             }
-            let Some((hash, captured, category)) = facts else {
+            let Some((first, (_, _, captured, category))) = records.first() else {
                 res.kept.push(Kept {
                     path: entry.path.clone(),
                     reason: "not backed up as it is now (new, or changed since the backup)".into(),
                 });
                 continue;
             };
-            if let Some(set) = &only {
-                if !set.contains(&category) {
-                    continue;
-                }
+            let captured = captured.clone();
+            let hash = records[0].1 .0.clone();
+            if !selected(&filter, &stores[*first].1, &hash, &captured, category)? {
+                continue;
             }
-            if let Some(cut) = &cutoff {
-                if captured.as_str() >= cut.as_str() {
-                    continue;
+            if entry.object.is_some_and(|o| o.ambiguous) {
+                res.kept.push(Kept {
+                    path: entry.path.clone(),
+                    reason: "the phone lists another file with the same name in this folder \
+                             (a name that is not valid text, or too long for USB), so which \
+                             one was backed up cannot be told: rename them on the phone, back \
+                             up again, then free up"
+                        .into(),
+                });
+                continue;
+            }
+            // Selected: its stored copies are re-read now, and only its.
+            let mut copies = Vec::new();
+            let mut damaged = Vec::new();
+            for (i, (hash, path, _, _)) in records {
+                let abs = stores[i].0.root().join(&path);
+                tracing::info!(
+                    "re-reading the stored copy {}",
+                    shown(&abs.to_string_lossy())
+                );
+                res.stored_copies_hashed += 1;
+                match hash_from_disk(&abs, &mut buf, &mut |_| {}) {
+                    Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => {
+                        copies.push(Copy {
+                            path: abs.display().to_string(),
+                            hash,
+                        })
+                    }
+                    _ => damaged.push(abs.display().to_string()),
                 }
             }
             if copies.len() < args.copies as usize {
@@ -211,10 +308,10 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             res.eligible.push(Item {
                 path: entry.path.clone(),
                 size: entry.size,
-                captured: captured.clone(),
-                verified_copies: copies.clone(),
+                captured,
+                verified_copies: copies.iter().map(|c| c.path.clone()).collect(),
             });
-            eligible.push((entry, hash, copies));
+            eligible.push((entry, copies));
         }
 
         if args.yes {
@@ -229,7 +326,46 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                     });
                 }
                 Some(deleter) => {
-                    for (entry, hash, copies) in &eligible {
+                    for (entry, copies) in &eligible {
+                        // The phone's own bytes, read now from the very object that is
+                        // then deleted.
+                        res.phone_files_hashed += 1;
+                        let on_phone = match hash_on_phone(deleter, entry) {
+                            Ok(found) => found,
+                            Err(SourceError::Gone(m)) => {
+                                res.note = Some(m);
+                                code = code.max(Exit::Gone as u8);
+                                break;
+                            }
+                            Err(e) => {
+                                res.kept.push(Kept {
+                                    path: entry.path.clone(),
+                                    reason: format!(
+                                        "not deleted: it could not be read from the phone to \
+                                         compare with the backup ({e})"
+                                    ),
+                                });
+                                code = code.max(Exit::SomeFailed as u8);
+                                continue;
+                            }
+                        };
+                        let matching: Vec<&Copy> = copies
+                            .iter()
+                            .filter(|c| on_phone.0 == entry.size && on_phone.1 == c.hash)
+                            .collect();
+                        if matching.len() < args.copies as usize {
+                            res.kept.push(Kept {
+                                path: entry.path.clone(),
+                                reason: "not deleted: its content on the phone differs from the \
+                                         backup although its size and date are the same (edited \
+                                         in place since). A backup skips it by its size and date: \
+                                         keep it, or copy it with `offload export` before deleting \
+                                         it by hand"
+                                    .into(),
+                            });
+                            code = code.max(Exit::SomeFailed as u8);
+                            continue;
+                        }
                         match deleter.delete(entry) {
                             Ok(()) => {
                                 for (_, catalog) in &stores {
@@ -238,8 +374,8 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                                         &entry.path,
                                         entry.size,
                                         entry.mtime,
-                                        hash,
-                                        &copies[0],
+                                        &matching[0].hash,
+                                        &matching[0].path,
                                     )?;
                                 }
                                 res.deleted.push(entry.path.clone());
@@ -271,13 +407,18 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
     }
     for r in &results {
         let bytes: u64 = r.eligible.iter().map(|i| i.size).sum();
-        println!("{} ({}, {}):", r.name, r.kind, r.id);
+        println!("{} ({}, {}):", shown(&r.name), r.kind, shown(&r.id));
         if args.yes && r.kind == "android" {
             println!(
-                "  deleted {} files, {} freed",
+                "  deleted {} file{}, {} freed{}",
                 r.deleted.len(),
-                human_bytes(r.bytes_freed)
+                if r.deleted.len() == 1 { "" } else { "s" },
+                human_bytes(r.bytes_freed),
+                if r.deleted.is_empty() { "" } else { ":" }
             );
+            for p in &r.deleted {
+                println!("    {}", shown(p));
+            }
         } else {
             println!(
                 "  {} files ({}) are verified on the backup and can be deleted:",
@@ -285,13 +426,18 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                 human_bytes(bytes)
             );
             for i in &r.eligible {
-                println!("    {}  {}  {}", i.captured, human_bytes(i.size), i.path);
+                println!(
+                    "    {}  {}  {}",
+                    i.captured,
+                    human_bytes(i.size),
+                    shown(&i.path)
+                );
             }
         }
         if !r.kept.is_empty() {
             println!("  kept on the phone: {}", r.kept.len());
             for k in r.kept.iter().take(20) {
-                println!("    {}: {}", k.path, k.reason);
+                println!("    {}: {}", shown(&k.path), shown(&k.reason));
             }
             if r.kept.len() > 20 {
                 println!(
@@ -301,41 +447,14 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             }
         }
         if let Some(n) = &r.note {
-            println!("  {n}");
+            println!("  {}", shown(n));
         }
         if !args.yes && !r.eligible.is_empty() && r.kind == "android" {
-            println!("  Nothing was deleted. Run again with --yes to delete them from the phone.");
+            println!(
+                "  Nothing was deleted. Run again with --yes to delete them from the phone \
+                 (each is read from the phone first, and deleted only if it matches the backup)."
+            );
         }
     }
     Ok(code)
-}
-
-/// "90d", "12w", "6mo", "1y", "48h" → the local capture time before which files count
-/// as old enough, in the catalog's `captured` format.
-fn cutoff(text: &str) -> Result<String> {
-    let span: jiff::Span = text.trim().parse().map_err(|e| {
-        fail(
-            Exit::Usage,
-            format!("--older-than {text:?} is not a duration (like 90d, 12w, 6mo, 1y): {e}"),
-        )
-    })?;
-    let now = jiff::Zoned::now();
-    let then = now
-        .checked_sub(span)
-        .map_err(|e| fail(Exit::Usage, format!("--older-than {text:?}: {e}")))?;
-    Ok(then.datetime().to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        for ok in ["90d", "12w", "6mo", "1y", "48h", "1 year"] {
-            assert!(cutoff(ok).is_ok(), "{ok}");
-        }
-        assert!(cutoff("soon").is_err());
-        assert!(cutoff("90d").unwrap() < cutoff("1d").unwrap());
-    }
 }

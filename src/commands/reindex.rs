@@ -222,7 +222,10 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             report.bytes
         );
         for s in &report.same_content {
-            println!("  {s}: same content as another stored file (left in place, recorded once)");
+            println!(
+                "  {}: same content as another stored file (left in place, recorded once)",
+                crate::term::shown(s)
+            );
         }
         if let Some(p) = &report.previous_catalog {
             println!("The previous catalog was moved to {p}.");

@@ -66,7 +66,12 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         human_bytes(report.bytes)
     );
     for s in &report.sources {
-        println!("\n{} ({}, {})", s.name, s.kind, s.id);
+        println!(
+            "\n{} ({}, {})",
+            crate::term::shown(&s.name),
+            s.kind,
+            crate::term::shown(&s.id)
+        );
         match &s.last_run {
             Some(r) => println!(
                 "  last backup   {} ({}: {} copied, {} failed)",
@@ -97,7 +102,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         if let Some(m) = cloud_message(&s.cloud_only) {
             println!("  iCloud only   {m}");
             for c in s.cloud_only.iter().take(CLOUD_LISTED) {
-                println!("                {}", c.path);
+                println!("                {}", crate::term::shown(&c.path));
             }
             if s.cloud_only.len() > CLOUD_LISTED {
                 println!(

@@ -156,10 +156,13 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
             report.unknown.len()
         );
         for p in report.missing.iter().chain(&report.corrupt) {
-            println!("  {}: {}", p.path, p.problem);
+            println!("  {}: {}", crate::term::shown(&p.path), p.problem);
         }
         for u in &report.unknown {
-            println!("  {u}: not in the catalog (`offload reindex` adds it)");
+            println!(
+                "  {}: not in the catalog (`offload reindex` adds it)",
+                crate::term::shown(u)
+            );
         }
         if let Some(why) = &report.stopped {
             println!(

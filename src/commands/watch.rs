@@ -620,7 +620,11 @@ impl Watcher {
         }
         if let Some(err) = child.stderr.take() {
             let last = last_err.clone();
-            let prefix = format!("{name} ({id}): ");
+            let prefix = format!(
+                "{} ({}): ",
+                crate::term::shown(&name),
+                crate::term::shown(id)
+            );
             threads.push(std::thread::spawn(move || {
                 for line in BufReader::new(err).lines() {
                     let Ok(line) = line else { break };
@@ -904,7 +908,7 @@ struct Out {
 
 impl Out {
     fn event(&self, event: &str, device: Option<(&str, &str)>, fields: Value, line: String) {
-        errln!("watch: {line}");
+        errln!("watch: {}", crate::term::shown(&line));
         if !self.json {
             return;
         }
@@ -932,7 +936,7 @@ impl Out {
 
     /// A note that is not an event (usbmuxd came or went...): stderr only.
     fn line(&self, text: &str) {
-        errln!("watch: {text}");
+        errln!("watch: {}", crate::term::shown(text));
     }
 }
 

@@ -11,7 +11,9 @@
 //!   so after a timeout the device is dropped whole and reopened quietly before further use.
 //! - Object handles last one session (and Android may re-key them): entries are keyed by
 //!   storage name + path, and a private map resolves paths to handles for the current
-//!   session only.
+//!   session only. Each entry also carries the object it was listed as, with the
+//!   session's number: deleting (free-up) reads and deletes that object only, and only
+//!   in that session, never whatever the path resolves to later.
 //! - MTP dates are phone-local with no zone: they are read on this computer's time zone.
 
 // Nothing calls this module until the commands are wired to it.
@@ -29,8 +31,8 @@ use mtp_rs::{
 use tokio::runtime::Runtime;
 
 use super::{
-    skip_reason, DeviceInfo, Entry, FileRead, Listing, Skipped, Source, SourceError, SourceKind,
-    StorageInfo,
+    skip_reason, DeviceInfo, Entry, FileRead, Listing, ObjectRef, Skipped, Source, SourceError,
+    SourceKind, StorageInfo,
 };
 
 /// Environment variable that overrides [`AndroidOptions::timeout`], in seconds (tests use
@@ -398,6 +400,9 @@ fn blocking_error(name: &str, f: &Failure) -> SourceError {
     }
 }
 
+/// The number the next device session gets (see [`Link::session`]).
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The one door to the phone: every mtp-rs call goes through here, under the timeout and,
 /// in `sim` builds for a virtual phone with faults or counters, through its hooks.
 struct Link {
@@ -407,6 +412,10 @@ struct Link {
     device: Option<MtpDevice>,
     /// The storages of the current session.
     storages: Vec<Storage>,
+    /// The number of the session opened last (0 before any); the current one's while
+    /// `device` is `Some`. Object handles are valid in the session that handed them
+    /// out only.
+    session: u64,
     #[cfg(feature = "sim")]
     hooks: Option<Arc<crate::sim::android::PhoneHooks>>,
 }
@@ -423,6 +432,7 @@ impl Link {
             timeout,
             device: None,
             storages: Vec::new(),
+            session: 0,
         }
     }
 
@@ -471,6 +481,9 @@ impl Link {
             Target::Location(l) => self.bounded(builder.open_by_location(*l)).await?,
         };
         self.device = Some(device);
+        // Unique in the process, so that an entry from another source's listing never
+        // passes for one of this session.
+        self.session = NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -492,6 +505,17 @@ impl Link {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.delete(handle)).await
+    }
+
+    /// What the phone says of one object now.
+    async fn object_info(
+        &self,
+        storage: StorageId,
+        handle: ObjectHandle,
+    ) -> Result<ObjectInfo, Failure> {
+        self.on_call()?;
+        let storage = self.storage(storage)?;
+        self.bounded(storage.get_object_info(handle)).await
     }
 
     fn storage(&self, id: StorageId) -> Result<&Storage, Failure> {
@@ -865,10 +889,19 @@ impl Inner {
                         // Met again through another media folder: once is enough.
                         Some((_, h)) if *h == object.handle => continue,
                         // Two objects, one name (a name that was not UTF-8 on the phone
-                        // reads the lossy way as another's). One entry per path, or the
-                        // second would be read as the first and never backed up (found by
-                        // the torture test of hostile names): report it instead.
+                        // reads the lossy way as another's; two long names that MTP cuts
+                        // to the same 254 characters). One entry per path, or the second
+                        // would be read as the first and never backed up (found by the
+                        // torture test of hostile names): report it instead, and mark the
+                        // first as ambiguous, so that free-up never deletes by this name.
                         Some(_) => {
+                            if let Some(first) =
+                                listing.entries.iter_mut().rev().find(|e| e.path == child)
+                            {
+                                if let Some(object) = first.object.as_mut() {
+                                    object.ambiguous = true;
+                                }
+                            }
                             listing.unreadable.push(Skipped {
                                 path: child,
                                 reason: "the phone lists another file with this very name in \
@@ -892,6 +925,12 @@ impl Inner {
                         size,
                         mtime: self.mtime(&object),
                         facts: Default::default(),
+                        object: Some(ObjectRef {
+                            session: self.link.session,
+                            storage: slot.id.0,
+                            handle: object.handle.0,
+                            ambiguous: false,
+                        }),
                     });
                 }
             }
@@ -989,6 +1028,55 @@ impl Inner {
         }
     }
 
+    /// The storage and handle of the object `entry` was listed as, if it was listed in
+    /// the session open now.
+    ///
+    /// Errors: `File` saying what to do when it was not (no object, or a session since
+    /// dropped or reopened).
+    fn listed(&self, entry: &Entry) -> Result<(StorageId, ObjectHandle), SourceError> {
+        let Some(object) = entry.object else {
+            return Err(SourceError::File(format!(
+                "{} was not listed from the phone in this run",
+                entry.path
+            )));
+        };
+        if self.link.device.is_none() {
+            return Err(SourceError::File(
+                "the phone stopped answering earlier in this run, and what was listed \
+                 cannot be named for sure after it is reopened: run offload free-up again"
+                    .into(),
+            ));
+        }
+        if object.session != self.link.session {
+            return Err(SourceError::File(
+                "the phone was reopened since this file was listed, so the listing no \
+                 longer names it for sure: run offload free-up again"
+                    .into(),
+            ));
+        }
+        Ok((StorageId(object.storage), ObjectHandle(object.handle)))
+    }
+
+    /// What a failed call on a listed object means, for [`super::Delete`]: the object is
+    /// not looked up again and the phone not reopened, so every failure ends this
+    /// file's check. A call abandoned in flight leaves the session suspect: it is
+    /// dropped (and the next call reopens the phone, refusing older entries).
+    fn listed_failure(&mut self, path: &str, f: Failure) -> SourceError {
+        if f.is_gone() {
+            return SourceError::Gone(GONE_MESSAGE.to_string());
+        }
+        if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+            self.link.drop_device();
+        }
+        if f.is_stale() {
+            return SourceError::File(format!(
+                "{path} is no longer the object that was listed (the phone deleted or \
+                 re-indexed it); run offload again"
+            ));
+        }
+        SourceError::File(format!("the phone would not read {path}: {f}"))
+    }
+
     fn timeout_error(&self, path: &str, f: &Failure) -> SourceError {
         SourceError::File(format!(
             "{f} while reading {path}; offload gave up on this file and reopens the \
@@ -1078,6 +1166,7 @@ impl Source for AndroidSource {
         Ok(Box::new(AndroidReader {
             source: self,
             path: entry.path.clone(),
+            listed: None,
             offset,
             download: Some(download),
             buffer: Vec::new(),
@@ -1090,27 +1179,81 @@ impl Source for AndroidSource {
 }
 
 impl super::Delete for AndroidSource {
-    /// Deletes the object over MTP, then looks it up afresh (no cached handle) to
-    /// confirm that the phone no longer has it.
+    /// Starts a windowed download of the listed object's handle; a failure of the read
+    /// is not retried (see [`super::Delete::open_listed`]).
+    fn open_listed<'a>(&'a mut self, entry: &Entry) -> Result<Box<dyn FileRead + 'a>, SourceError> {
+        #[cfg(feature = "sim")]
+        self.inner.link.on_open_file();
+        let (storage, handle) = self.inner.listed(entry)?;
+        let inner = &mut self.inner;
+        let download = self.runtime.block_on(async {
+            let window = inner.opts.window;
+            inner
+                .link
+                .start(storage, handle, 0, window)
+                .await
+                .map_err(|f| inner.listed_failure(&entry.path, f))
+        })?;
+        Ok(Box::new(AndroidReader {
+            source: self,
+            path: entry.path.clone(),
+            listed: Some((storage, handle)),
+            offset: 0,
+            download: Some(download),
+            buffer: Vec::new(),
+            position: 0,
+            done: false,
+            failed: None,
+            recoveries: 0,
+        }))
+    }
+
+    /// Deletes the listed object's handle over MTP, then asks the phone for that handle
+    /// again: an object it no longer describes is gone.
     fn delete(&mut self, entry: &Entry) -> Result<(), SourceError> {
+        let (storage, handle) = self.inner.listed(entry)?;
         let inner = &mut self.inner;
         self.runtime.block_on(async {
-            inner.ensure_open().await?;
-            let failed = |f: Failure| {
-                if f.is_gone() {
-                    SourceError::Gone(GONE_MESSAGE.to_string())
-                } else {
-                    SourceError::File(format!("the phone refused to delete it: {f}"))
+            match inner.link.delete(storage, handle).await {
+                Ok(()) => {}
+                Err(f) if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.to_string())),
+                // Android re-keys objects on a media rescan: the handle checked is no
+                // longer this file's, and nothing was deleted.
+                Err(f) if f.is_stale() => {
+                    return Err(SourceError::File(
+                        "the phone no longer knows the object that was checked (it \
+                         re-indexed or removed it), so nothing was deleted: run offload \
+                         free-up again"
+                            .into(),
+                    ))
                 }
-            };
-            let Some((storage, handle)) = inner.resolve(&entry.path).await.map_err(failed)? else {
-                return Err(SourceError::File("it is no longer on the phone".into()));
-            };
-            inner.link.delete(storage, handle).await.map_err(failed)?;
-            inner.handles.remove(&entry.path);
-            match inner.resolve(&entry.path).await.map_err(failed)? {
-                None => Ok(()),
-                Some(_) => Err(SourceError::File(
+                Err(f) => {
+                    // A call abandoned in flight leaves the session suspect, and the
+                    // object may or may not be gone: it is not counted as deleted.
+                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+                        inner.link.drop_device();
+                    }
+                    return Err(SourceError::File(format!(
+                        "the phone refused to delete it ({f}); if it is gone all the same, \
+                         the next free-up no longer lists it"
+                    )));
+                }
+            }
+            inner.handles.retain(|_, h| *h != (storage, handle));
+            // Deleted is what the phone no longer describes by the handle it deleted.
+            match inner.link.object_info(storage, handle).await {
+                Err(f) if f.is_stale() => Ok(()),
+                Err(f) if f.is_gone() => Err(SourceError::Gone(GONE_MESSAGE.to_string())),
+                Err(f) => {
+                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+                        inner.link.drop_device();
+                    }
+                    Err(SourceError::File(format!(
+                        "the phone said it deleted it, but could not confirm it ({f}); if \
+                         it is gone, the next free-up no longer lists it"
+                    )))
+                }
+                Ok(_) => Err(SourceError::File(
                     "the phone said it deleted it, but it is still there".into(),
                 )),
             }
@@ -1132,6 +1275,10 @@ const MAX_RECOVERIES: u32 = 3;
 struct AndroidReader<'a> {
     source: &'a mut AndroidSource,
     path: String,
+    /// The listed object to read, for [`super::Delete::open_listed`]: never looked up
+    /// again by path, no reopen after a fault. `None`: read whatever `path` names, with
+    /// recovery.
+    listed: Option<(StorageId, ObjectHandle)>,
     /// Offset of the first byte not yet fetched from the phone.
     offset: u64,
     /// `None` after a reopen, until restarted at `offset`.
@@ -1158,6 +1305,13 @@ impl AndroidReader<'_> {
             loop {
                 let download = match self.download.as_mut() {
                     Some(d) => d,
+                    // A listed object's download is started once, in `open_listed`.
+                    None if self.listed.is_some() => {
+                        return Err(SourceError::File(format!(
+                            "the phone stopped reading {} at byte {}",
+                            self.path, self.offset
+                        )))
+                    }
                     None => self
                         .download
                         .insert(inner.start(&self.path, self.offset).await?),
@@ -1173,6 +1327,9 @@ impl AndroidReader<'_> {
                     Err(f) => f,
                 };
                 self.download = None;
+                if self.listed.is_some() {
+                    return Err(inner.listed_failure(&self.path, failure));
+                }
                 match failure {
                     f if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.into())),
                     f @ Failure::TimedOut(_) => {
@@ -1792,6 +1949,111 @@ mod tests {
         );
         let gone = blocking_error("Pixel 9", &Failure::Device(MtpError::Disconnected));
         assert!(matches!(gone, SourceError::Gone(m) if m == GONE_MESSAGE));
+    }
+
+    fn read_listed(source: &mut AndroidSource, entry: &Entry) -> Result<Vec<u8>, SourceError> {
+        let deleter = source.deleter().expect("an Android phone deletes");
+        let mut reader = deleter.open_listed(entry)?;
+        let mut data = Vec::new();
+        reader
+            .read_to_end(&mut data)
+            .map_err(SourceError::from_io)?;
+        Ok(data)
+    }
+
+    fn delete(source: &mut AndroidSource, entry: &Entry) -> Result<(), SourceError> {
+        source
+            .deleter()
+            .expect("an Android phone deletes")
+            .delete(entry)
+    }
+
+    #[test]
+    fn reads_and_deletes_the_listed_object_only() {
+        let _lock = serial_lock();
+        let phone = Phone::new("exact-1", Faults::default());
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let rel = "DCIM/Camera/PXL_20240315_143022123.jpg";
+        let e = entry(&listing, rel).clone();
+        assert!(e.object.is_some_and(|o| !o.ambiguous));
+        let data = read_listed(&mut source, &e).unwrap();
+        assert_eq!(hash(&data), file_hash(&phone.file(rel)));
+
+        // Named by its path alone: refused.
+        let bare = Entry::new(e.path.clone(), e.size, e.mtime);
+        assert!(matches!(
+            read_listed(&mut source, &bare),
+            Err(SourceError::File(_))
+        ));
+        assert!(matches!(
+            delete(&mut source, &bare),
+            Err(SourceError::File(_))
+        ));
+        // From another source's session: refused.
+        let mut other = phone.connect(&opts());
+        assert!(matches!(delete(&mut other, &e), Err(SourceError::File(_))));
+        drop(other);
+        assert!(phone.file(rel).exists());
+
+        delete(&mut source, &e).unwrap();
+        assert!(!phone.file(rel).exists());
+        // Deleted once; asked again, the phone no longer knows it.
+        assert!(matches!(delete(&mut source, &e), Err(SourceError::File(_))));
+    }
+
+    #[test]
+    fn a_listed_object_is_not_deleted_after_a_reopen_or_a_rekey() {
+        let _lock = serial_lock();
+        let phone = Phone::new("exact-2", Faults::default());
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let rel = "DCIM/Camera/PXL_20240315_143022123.jpg";
+        let e = entry(&listing, rel).clone();
+        // Re-keyed by the phone's media scanner: the handle checked is no longer it.
+        mtp_rs::virtual_device::rekey_virtual_object(&phone.serial, Path::new(rel)).unwrap();
+        match delete(&mut source, &e) {
+            Err(SourceError::File(m)) => assert!(m.contains("nothing was deleted"), "{m}"),
+            other => panic!("expected a File error, got {other:?}"),
+        }
+        assert!(phone.file(rel).exists());
+        // Reopened: every entry of the earlier listing is refused.
+        let other = entry(&listing, "Movies/clip.mp4").clone();
+        source
+            .runtime
+            .block_on(
+                source
+                    .inner
+                    .recover(&Failure::Device(MtpError::DeviceReset)),
+            )
+            .unwrap();
+        match delete(&mut source, &other) {
+            Err(SourceError::File(m)) => assert!(m.contains("reopened"), "{m}"),
+            other => panic!("expected a File error, got {other:?}"),
+        }
+        assert!(phone.file("Movies/clip.mp4").exists());
+        // Listed again, it is deleted.
+        let listing = source.list().unwrap();
+        delete(&mut source, entry(&listing, "Movies/clip.mp4")).unwrap();
+        assert!(!phone.file("Movies/clip.mp4").exists());
+    }
+
+    #[test]
+    fn names_the_phone_shows_as_one_are_marked_ambiguous() {
+        let _lock = serial_lock();
+        let phone = Phone::new("twins-1", Faults::default());
+        let camera = phone.file("DCIM/Camera");
+        use std::os::unix::ffi::OsStrExt;
+        for name in [&b"IMG_\xff.jpg"[..], b"IMG_\xfe.jpg"] {
+            std::fs::write(camera.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+        }
+        let mut source = phone.connect(&opts());
+        let listing = source.list().unwrap();
+        let twin = entry(&listing, "DCIM/Camera/IMG_\u{fffd}.jpg");
+        assert!(twin.object.is_some_and(|o| o.ambiguous), "{twin:?}");
+        assert_eq!(listing.unreadable.len(), 1, "{:?}", listing.unreadable);
+        let plain = entry(&listing, "DCIM/Camera/PXL_20240315_143022123.jpg");
+        assert!(plain.object.is_some_and(|o| !o.ambiguous));
     }
 
     #[test]

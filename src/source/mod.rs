@@ -122,6 +122,29 @@ pub struct Entry {
     pub mtime: i64,
     /// What the device's library knows about it (default: nothing).
     pub facts: EntryFacts,
+    /// The very object the device listed, for a source that can delete
+    /// ([`Source::deleter`]); `None` elsewhere. [`Delete`] reads and deletes this object
+    /// and no other: a path may lead elsewhere by the time it is looked up again.
+    pub object: Option<ObjectRef>,
+}
+
+/// One object as a device listed it, valid only in the session that listed it (MTP
+/// object handles are per session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Which session of the source listed it: the source counts its (re)connections,
+    /// and refuses an object from an earlier one.
+    pub session: u64,
+    /// The storage that holds the object, in the device's terms (MTP: the storage
+    /// token), needed to address it.
+    pub storage: u64,
+    /// The device's handle of the object (MTP: the object handle token).
+    pub handle: u64,
+    /// Another object of the device shows under the same path (a name that is not
+    /// UTF-8, read the lossy way; two long names that MTP cuts to the same 254
+    /// characters). Which of them was backed up cannot be told from the path, so
+    /// nothing is deleted on the strength of this entry.
+    pub ambiguous: bool,
 }
 
 impl Entry {
@@ -132,6 +155,7 @@ impl Entry {
             size,
             mtime,
             facts: EntryFacts::default(),
+            object: None,
         }
     }
 
@@ -241,10 +265,24 @@ pub trait Source: Send {
 }
 
 /// Deleting from a device. Optional: see [`Source::deleter`].
+///
+/// Both methods act on the very object `entry` was listed as ([`Entry::object`]), in
+/// the session that listed it: never on whatever its path leads to now, and never after
+/// the device was reopened (its handles may then name other objects). An entry without
+/// an object of the current session is refused with `File`: list again.
 pub trait Delete {
-    /// Deletes `entry` and confirms that it is gone (a fresh look-up no longer finds
-    /// it). Errors: `File` when the device refuses or the file is still there; `Gone`
-    /// when the device went away. The caller has verified the backup copies first.
+    /// Opens the listed object for reading from its first byte, so that its content
+    /// can be checked before [`Delete::delete`]. Unlike [`Source::open`], it does not
+    /// look the path up again nor reopen the device: a fault fails the read (`File`),
+    /// and a reopen needed after it makes later calls refuse their entries. `Gone` when
+    /// the device went away.
+    fn open_listed<'a>(&'a mut self, entry: &Entry) -> Result<Box<dyn FileRead + 'a>, SourceError>;
+
+    /// Deletes the listed object and confirms that the device no longer has it.
+    /// `Ok` means it is gone (even when the device answered the delete with an error
+    /// but the object is gone all the same). Errors: `File` when the device refuses, or
+    /// the object is still there; `Gone` when the device went away. The caller has
+    /// verified the backup copies and the object's content first.
     fn delete(&mut self, entry: &Entry) -> Result<(), SourceError>;
 }
 

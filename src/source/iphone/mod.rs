@@ -666,6 +666,7 @@ impl Conn {
                             // AFC gives nanoseconds.
                             mtime: (mtime.div_euclid(1_000_000_000)) as i64,
                             facts: Default::default(),
+                            object: None,
                         }),
                         _ => listing.unreadable.push(Skipped {
                             path: rel,
