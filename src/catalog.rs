@@ -208,6 +208,31 @@ pub struct RunCounts {
     pub failed: u64,
 }
 
+/// How much a catalog (or a copy of it) records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub files: u64,
+    pub sources: u64,
+}
+
+impl Counts {
+    /// True when `self` records nothing that `other` does not (by number): no more
+    /// files and no more sources.
+    pub fn within(self, other: Counts) -> bool {
+        self.files <= other.files && self.sources <= other.sources
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.files == 0 && self.sources == 0
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} files from {} sources", self.files, self.sources)
+    }
+}
+
 /// One source's line in `offload status`.
 #[derive(Debug, Serialize)]
 pub struct SourceStatus {
@@ -715,19 +740,35 @@ impl Catalog {
         })
     }
 
-    /// Copies the catalog, consistently, to `dest` with SQLite's online backup (the
-    /// copy a damaged catalog can be restored from).
-    pub fn backup_to(&self, dest: &Path) -> Result<()> {
-        let tmp = dest.with_extension("bak.tmp");
-        let _ = std::fs::remove_file(&tmp);
+    /// Writes a consistent copy of the catalog, with SQLite's online backup, into the
+    /// new file `dest` (which must not exist), and syncs it.
+    pub fn write_copy(&self, dest: &Path) -> Result<()> {
         {
-            let mut out = Connection::open(&tmp)?;
+            let mut out = Connection::open_with_flags(
+                dest,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_context(|| format!("creating {}", dest.display()))?;
             let b = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
             b.run_to_completion(256, std::time::Duration::ZERO, None)?;
         }
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(dest)?.sync_all()?;
         Ok(())
+    }
+
+    /// What the catalog records: files, and sources (phones, folders, `reindexed`).
+    pub fn counts(&self) -> Result<Counts> {
+        let (files, sources): (i64, i64) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM sources)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Counts {
+            files: files as u64,
+            sources: sources as u64,
+        })
     }
 
     /// Adds a file found in the store by `offload reindex`, under the pseudo-source

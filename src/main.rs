@@ -5,6 +5,7 @@
 
 mod argv;
 mod catalog;
+mod catalog_files;
 mod cli;
 mod commands;
 mod commit;

@@ -22,37 +22,16 @@ use crate::source::folder::FolderSource;
 use crate::source::{Entry, Skipped, Source, SourceError};
 use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, IDENTITY_FILE};
 use crate::transfer::Copied;
 use crate::transfer::{self, CopyError};
 
-/// Opens the store's catalog and checks it (`PRAGMA quick_check`). A damaged one ends
-/// the command with exit 4 and the two ways out: the copy from the last good run, or
-/// `offload reindex`. Nothing is written to a damaged catalog.
+/// Opens the catalog of an existing store for writing, with every check of
+/// [`crate::catalog_files::open`]: writable, present and not empty, not damaged; else
+/// exit 4 with the way out.
 pub fn open_catalog(store: &Store) -> Result<Catalog> {
-    let path = store.meta_path(CATALOG_FILE);
-    let checked =
-        Catalog::open(&path, store.fs.supports_wal()).and_then(|c| match c.quick_check()? {
-            None => Ok(c),
-            Some(problem) => Err(anyhow::anyhow!(problem)),
-        });
-    checked.map_err(|e| {
-        fail(
-            Exit::Destination,
-            format!(
-                "The catalog {} is damaged ({e:#}). Nothing was copied. Restore the copy made after \
-                 the last good run ({}) over it, or rebuild it from the store with \
-                 `offload reindex --to {}`.",
-                path.display(),
-                store.meta_path(BACKUP_FILE).display(),
-                store.root().display()
-            ),
-        )
-    })
+    crate::catalog_files::open(store, false)
 }
-
-/// The catalog's copy after each run, in `.offload/`.
-const BACKUP_FILE: &str = "catalog.sqlite.bak";
 
 /// Space kept free beyond the planned bytes, for the catalog and folder entries: 1% of
 /// the drive, between 1 MiB and 64 MiB.
@@ -232,13 +211,27 @@ pub fn backup(
         let _ = std::io::stdout().flush();
     }
 
+    // A store this run creates starts with an empty catalog; any other must have its own.
+    let new_store = create
+        && !dest
+            .join(crate::store::META_DIR)
+            .join(IDENTITY_FILE)
+            .exists();
+    // A new store is planned before it is made, so that a drive without room for the
+    // run is refused with nothing left on it.
+    let mut planned_first = if new_store && !opts.dry_run {
+        plan_new_store(sources, dest, &opts.filter)?
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     let store = if opts.dry_run {
         None
     } else {
         Some(Store::open(dest, create).map_err(store_fail)?)
     };
     let mut catalog = match &store {
-        Some(s) => open_catalog(s)?,
+        Some(s) => crate::catalog_files::open(s, new_store)?,
         None => {
             let path = dest.join(crate::store::META_DIR).join(CATALOG_FILE);
             if path.exists() {
@@ -275,9 +268,14 @@ pub fn backup(
         } else {
             catalog.upsert_source(&info)?
         };
-        let listing = source.list().map_err(source_fail)?;
-        let seen = catalog.sightings(source_id)?;
-        let mut plan = plan::plan(listing, &seen, &opts.filter);
+        let mut plan = match planned_first.next() {
+            Some(p) => p,
+            None => {
+                let listing = source.list().map_err(source_fail)?;
+                let seen = catalog.sightings(source_id)?;
+                plan::plan(listing, &seen, &opts.filter)
+            }
+        };
         let mut report = DeviceReport::new(&info);
         report.already_backed_up = plan.already_backed_up;
         report.filtered = plan.filtered;
@@ -319,18 +317,7 @@ pub fn backup(
         let known = store.fs.total_bytes > 0;
         if known && needed > 0 && needed + space_reserve(store.fs.total_bytes) > store.fs.free_bytes
         {
-            return Err(fail(
-                Exit::Destination,
-                format!(
-                    "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
-                     {} free. Nothing was copied. Free some space or use a bigger drive.",
-                    store.root().display(),
-                    store.fs.mount_source,
-                    store.fs.mount_point.display(),
-                    human_bytes(needed + space_reserve(store.fs.total_bytes)),
-                    human_bytes(store.fs.free_bytes)
-                ),
-            ));
+            return Err(no_room(store.root(), &store.fs, needed));
         }
     }
 
@@ -381,8 +368,13 @@ pub fn backup(
     // Not after the drive failed: the copy would fail too (or half-fill a full disk),
     // and its warning would only hide the error that matters.
     if let (Some(s), None) = (&store, &dest_error) {
-        if let Err(e) = catalog.backup_to(&s.meta_path(BACKUP_FILE)) {
-            tracing::warn!("could not copy the catalog to {}: {e:#}", BACKUP_FILE);
+        match crate::catalog_files::keep_copy(s, &catalog) {
+            Ok(None) => {}
+            Ok(Some(warning)) => eprintln!("offload: warning: {warning}"),
+            Err(e) => tracing::warn!(
+                "could not copy the catalog to {}: {e:#}",
+                crate::catalog_files::COPY_FILE
+            ),
         }
     }
 
@@ -418,6 +410,68 @@ pub fn backup(
         }
     }
     Ok(code)
+}
+
+/// Lists and plans every source for a store that does not exist yet (its catalog is
+/// empty: everything selected is new), and refuses with exit 4 when the filesystem
+/// that would hold it, measured at `dest`'s nearest existing folder, lacks the room.
+/// Called before the store is created, so that a refusal leaves nothing behind.
+fn plan_new_store(
+    sources: &mut [Box<dyn Source>],
+    dest: &Path,
+    filter: &Filter,
+) -> Result<Vec<Plan>> {
+    let none = std::collections::HashSet::new();
+    let mut plans = Vec::with_capacity(sources.len());
+    for source in sources.iter_mut() {
+        let listing = source.list().map_err(source_fail)?;
+        plans.push(plan::plan(listing, &none, filter));
+    }
+    let Some(existing) = dest
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+    else {
+        return Ok(plans);
+    };
+    // Unknown here is left to the check after the store is opened, as for any store.
+    let Ok(fs) = crate::store::fsinfo::FsInfo::of(existing) else {
+        return Ok(plans);
+    };
+    let limit = fs.max_file_size.unwrap_or(u64::MAX);
+    let needed: u64 = plans
+        .iter()
+        .flat_map(|p| &p.to_copy)
+        .map(|i| i.entry.size)
+        .filter(|&size| size <= limit)
+        .sum();
+    if fs.total_bytes > 0 && needed > 0 && needed + space_reserve(fs.total_bytes) > fs.free_bytes {
+        let shown = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+        return Err(no_room(&shown, &fs, needed));
+    }
+    Ok(plans)
+}
+
+/// The refusal of a run whose `needed` bytes the filesystem `fs` holding `dest` lacks.
+fn no_room(dest: &Path, fs: &crate::store::fsinfo::FsInfo, needed: u64) -> anyhow::Error {
+    fail(
+        Exit::Destination,
+        format!(
+            "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
+             {} free. Nothing was copied. Free some space or use a bigger drive.",
+            dest.display(),
+            fs.mount_source,
+            fs.mount_point.display(),
+            human_bytes(needed + space_reserve(fs.total_bytes)),
+            human_bytes(fs.free_bytes)
+        ),
+    )
 }
 
 /// What stopped a run on the destination's side.
@@ -641,12 +695,16 @@ fn copy_source(
             let mut done = Committed::default();
             let mut batch = Batch::new(store, catalog, template, filter, folder, source_id);
             let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
-                for s in batch.flush()? {
+                let flushed = batch.flush();
+                // A failed flush may have placed some files already: complete and kept,
+                // they are among the files saved (the next run records them).
+                let kept = batch.take_kept_unrecorded();
+                for s in flushed.as_deref().unwrap_or_default().iter().chain(&kept) {
                     done.copied += 1;
                     done.bytes += s.size;
                     tracing::info!("stored {} as {}", s.remote_path, s.store_path);
                 }
-                Ok(())
+                flushed.map(drop)
             };
             loop {
                 // Waits for the next file no longer than the batch may stay unsynced.

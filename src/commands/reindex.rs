@@ -49,24 +49,11 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         ),
         other => fail(Exit::Destination, other.to_string()),
     })?;
+    crate::catalog_files::check_writable(&store)?;
     let catalog_path = store.meta_path(CATALOG_FILE);
     // Never delete a catalog, even a broken one: move it (and its WAL files) aside.
-    let mut previous = None;
-    if catalog_path.exists() {
-        let stamp = jiff::Timestamp::now()
-            .strftime("%Y%m%dT%H%M%SZ")
-            .to_string();
-        let aside = store.meta_path(&format!("{CATALOG_FILE}.before-reindex-{stamp}"));
-        std::fs::rename(&catalog_path, &aside)
-            .with_context(|| format!("moving the old catalog to {}", aside.display()))?;
-        for suffix in ["-wal", "-shm"] {
-            let side = store.meta_path(&format!("{CATALOG_FILE}{suffix}"));
-            if side.exists() {
-                std::fs::rename(&side, format!("{}{suffix}", aside.display()))?;
-            }
-        }
-        previous = Some(aside.display().to_string());
-    }
+    let previous =
+        crate::catalog_files::set_aside(&store, "before-reindex")?.map(|p| p.display().to_string());
     let catalog = Catalog::open(&catalog_path, store.fs.supports_wal())?;
     let (source_id, _) = catalog.upsert_source(&DeviceInfo {
         id: "store:reindexed".into(),
@@ -151,7 +138,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         progress.file_done(i + 1, n, rel);
     }
     progress.finish();
-    catalog.backup_to(&store.meta_path(&format!("{CATALOG_FILE}.bak")))?;
+    if let Some(warning) = crate::catalog_files::keep_copy(&store, &catalog)? {
+        eprintln!("offload: warning: {warning}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
