@@ -229,7 +229,15 @@ impl Counts {
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} files from {} sources", self.files, self.sources)
+        let s = |n: u64| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} file{} from {} source{}",
+            self.files,
+            s(self.files),
+            self.sources,
+            s(self.sources)
+        )
     }
 }
 
@@ -298,6 +306,30 @@ impl Catalog {
         )
         .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Catalog { conn })
+    }
+
+    /// Opens a copy of a catalog (`catalog.sqlite.bak`, an older generation) to read
+    /// it, as an immutable file: nothing is written beside it, not even the shared
+    /// memory file SQLite makes for a reader of a write-ahead-log database.
+    pub fn open_copy(path: &Path) -> Result<Catalog> {
+        let mut uri = String::from("file:");
+        for c in path.to_string_lossy().chars() {
+            match c {
+                '%' => uri.push_str("%25"),
+                '?' => uri.push_str("%3f"),
+                '#' => uri.push_str("%23"),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {}", path.display()))?;
         Ok(Catalog { conn })
     }
 
@@ -753,6 +785,10 @@ impl Catalog {
             .with_context(|| format!("creating {}", dest.display()))?;
             let b = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
             b.run_to_completion(256, std::time::Duration::ZERO, None)?;
+            drop(b);
+            // The copy is a single file: no write-ahead log for it to depend on, and
+            // none for a reader (or `sqlite3`) to leave beside it.
+            out.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))?;
         }
         std::fs::File::open(dest)?.sync_all()?;
         Ok(())

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use crate::catalog::{Catalog, Counts, CATALOG_FILE};
 use crate::error::{fail, Exit};
 use crate::store::fsinfo::{rename_noreplace, sync_dir};
-use crate::store::Store;
+use crate::store::{Store, IDENTITY_FILE, META_DIR};
 
 /// The copy of the catalog made after each run, in `.offload/`.
 pub const COPY_FILE: &str = "catalog.sqlite.bak";
@@ -42,13 +42,13 @@ pub fn open(store: &Store, new_store: bool) -> Result<Catalog> {
     check_writable(store)?;
     let path = store.meta_path(CATALOG_FILE);
     if !new_store && !path.try_exists().unwrap_or(true) {
-        return Err(lost(store, "is missing"));
+        return Err(lost(store.root(), "is missing"));
     }
     // An empty file is an empty database to SQLite: say so before it writes a schema.
     // Its write-ahead log, if any, may hold the records of a run that crashed.
     let len = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
     if !new_store && len(&path) == 0 && len(&side_file(&path, "-wal")) == 0 {
-        return Err(lost(store, "is empty"));
+        return Err(lost(store.root(), "is empty"));
     }
     let checked =
         Catalog::open(&path, store.fs.supports_wal()).and_then(|c| match c.quick_check()? {
@@ -61,12 +61,12 @@ pub fn open(store: &Store, new_store: bool) -> Result<Catalog> {
             format!(
                 "The catalog {} is damaged ({e:#}). Nothing was changed. {}",
                 path.display(),
-                ways_out(store)
+                ways_out(store.root())
             ),
         )
     })?;
     if !new_store && catalog.counts()?.is_empty() {
-        return Err(lost(store, "is empty"));
+        return Err(lost(store.root(), "is empty"));
     }
     Ok(catalog)
 }
@@ -133,30 +133,33 @@ fn unwritable(path: &Path, errno: rustix::io::Errno) -> anyhow::Error {
     )
 }
 
-/// The error for a store whose catalog `state` ("is missing", "is empty").
-fn lost(store: &Store, state: &str) -> anyhow::Error {
+/// The error for the store at `root` (it has `store.json`) whose catalog `state`
+/// ("is missing", "is empty").
+pub fn lost(root: &Path, state: &str) -> anyhow::Error {
+    let meta = root.join(META_DIR);
     fail(
         Exit::Destination,
         format!(
-            "The catalog {} {state}, but {} is an offload backup (it has .offload/store.json): \
-             a new catalog would forget every phone and file recorded there. Nothing was \
-             changed. {}",
-            store.meta_path(CATALOG_FILE).display(),
-            store.root().display(),
-            ways_out(store)
+            "The catalog {} {state}, but {} is an offload backup (it has {}): a new catalog \
+             would forget every phone and file recorded there. Nothing was changed. {}",
+            meta.join(CATALOG_FILE).display(),
+            root.display(),
+            meta.join(IDENTITY_FILE).display(),
+            ways_out(root)
         ),
     )
 }
 
-/// The ways back to a good catalog, naming the copies this store has.
-fn ways_out(store: &Store) -> String {
-    let catalog = store.meta_path(CATALOG_FILE);
-    let copy = store.meta_path(COPY_FILE);
+/// The ways back to a good catalog for the store at `root`, naming its copies.
+fn ways_out(root: &Path) -> String {
+    let meta = root.join(META_DIR);
+    let catalog = meta.join(CATALOG_FILE);
+    let copy = meta.join(COPY_FILE);
     let reindex = format!(
         "rebuild it from the store with `offload reindex --to {}`",
-        store.root().display()
+        root.display()
     );
-    let older = generations(&store.meta_path("")).ok().unwrap_or_default();
+    let older = generations(&meta).ok().unwrap_or_default();
     let older = match older.last() {
         Some(newest) => format!(
             " (older copies: {} and the other catalog-*.sqlite.bak files there)",
@@ -186,7 +189,7 @@ fn side_file(path: &Path, suffix: &str) -> PathBuf {
 
 /// What the catalog or copy at `path` records; None when it cannot be read.
 fn counts_of(path: &Path) -> Option<Counts> {
-    Catalog::open_read_only(path).and_then(|c| c.counts()).ok()
+    Catalog::open_copy(path).and_then(|c| c.counts()).ok()
 }
 
 /// Copies the catalog to [`COPY_FILE`] after a run. The copy it replaces is kept as a

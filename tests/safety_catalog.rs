@@ -47,8 +47,12 @@ fn two_source_store(s: &Scratch) -> PathBuf {
 
 /// (files, sources) recorded in the catalog (or copy) at `path`.
 fn counts(path: &Path) -> (u64, u64) {
-    let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Immutable: a reader of a write-ahead-log database would leave files beside it.
+    let c = rusqlite::Connection::open_with_flags(
+        format!("file:{}?immutable=1", path.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64;
     (
         q("SELECT count(*) FROM files"),
@@ -106,6 +110,10 @@ fn a_store_whose_catalog_is_missing_is_refused_and_its_copy_kept() {
     v.code(4);
     assert!(v.stderr.contains("offload reindex"), "{}", v.stderr);
     assert!(!cat.exists(), "verify made a new catalog");
+    // status reads it: it says the same, not "there is no backup".
+    let st = s.run(&["status", "--to", dest.to_str().unwrap()]);
+    st.code(4);
+    assert!(st.stderr.contains("catalog.sqlite.bak"), "{}", st.stderr);
 
     // The first way out: the copy, restored, holds both sources again.
     fs::copy(&bak, &cat).unwrap();
@@ -244,6 +252,12 @@ fn copies_of_the_catalog_keep_a_few_dated_generations() {
         assert_eq!(counts(&dest.join(".offload").join(name)), (5, 1));
     }
     assert!(dest.join(".offload/catalog.sqlite.bak").is_file());
+    // Each copy is one self-contained file: nothing beside it.
+    let beside: Vec<_> = meta_names(&dest, "catalog")
+        .into_iter()
+        .filter(|n| n.contains(".bak") && !n.ends_with(".bak"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
 }
 
 #[test]
