@@ -212,11 +212,9 @@ pub fn backup(
     }
 
     // A store this run creates starts with an empty catalog; any other must have its own.
-    let new_store = create
-        && !dest
-            .join(crate::store::META_DIR)
-            .join(IDENTITY_FILE)
-            .exists();
+    let meta = dest.join(crate::store::META_DIR);
+    let new_store =
+        create && !meta.join(IDENTITY_FILE).exists() && !meta.join(CATALOG_FILE).exists();
     // A new store is planned before it is made, so that a drive without room for the
     // run is refused with nothing left on it.
     let mut planned_first = if new_store && !opts.dry_run {
