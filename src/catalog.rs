@@ -106,6 +106,11 @@ CREATE TABLE IF NOT EXISTS cloud_only (
 );
 ";
 
+/// The note (see [`Catalog::note`]) that is `incomplete` while a rebuild by `offload
+/// reindex` is under way, and stays so after a stopped one: the next `reindex` resumes
+/// it, and every other command refuses the store until then.
+pub const REINDEX_NOTE: &str = "reindex";
+
 /// Columns added to tables of earlier catalogs: (table, column, definition).
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // The still's hash, on both halves of a Live Photo.
@@ -214,6 +219,39 @@ pub struct RunCounts {
     pub failed: u64,
 }
 
+/// How much a catalog (or a copy of it) records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub files: u64,
+    pub sources: u64,
+}
+
+impl Counts {
+    /// True when `self` records nothing that `other` does not (by number): no more
+    /// files and no more sources.
+    pub fn within(self, other: Counts) -> bool {
+        self.files <= other.files && self.sources <= other.sources
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.files == 0 && self.sources == 0
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |n: u64| if n == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} file{} from {} source{}",
+            self.files,
+            s(self.files),
+            self.sources,
+            s(self.sources)
+        )
+    }
+}
+
 /// One source's line in `offload status`.
 #[derive(Debug, Serialize)]
 pub struct SourceStatus {
@@ -279,6 +317,30 @@ impl Catalog {
         )
         .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Catalog { conn })
+    }
+
+    /// Opens a copy of a catalog (`catalog.sqlite.bak`, an older generation) to read
+    /// it, as an immutable file: nothing is written beside it, not even the shared
+    /// memory file SQLite makes for a reader of a write-ahead-log database.
+    pub fn open_copy(path: &Path) -> Result<Catalog> {
+        let mut uri = String::from("file:");
+        for c in path.to_string_lossy().chars() {
+            match c {
+                '%' => uri.push_str("%25"),
+                '?' => uri.push_str("%3f"),
+                '#' => uri.push_str("%23"),
+                c => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {}", path.display()))?;
         Ok(Catalog { conn })
     }
 
@@ -741,18 +803,25 @@ impl Catalog {
         })
     }
 
-    /// Copies the catalog, consistently, to `dest` with SQLite's online backup (the
-    /// copy a damaged catalog can be restored from).
-    pub fn backup_to(&self, dest: &Path) -> Result<()> {
-        let tmp = dest.with_extension("bak.tmp");
-        let _ = std::fs::remove_file(&tmp);
+    /// Writes a consistent copy of the catalog, with SQLite's online backup, into the
+    /// new file `dest` (which must not exist), and syncs it.
+    pub fn write_copy(&self, dest: &Path) -> Result<()> {
         {
-            let mut out = Connection::open(&tmp)?;
+            let mut out = Connection::open_with_flags(
+                dest,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_context(|| format!("creating {}", dest.display()))?;
             let b = rusqlite::backup::Backup::new(&self.conn, &mut out)?;
             b.run_to_completion(256, std::time::Duration::ZERO, None)?;
+            drop(b);
+            // The copy is a single file: no write-ahead log for it to depend on, and
+            // none for a reader (or `sqlite3`) to leave beside it.
+            out.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get::<_, String>(0))?;
         }
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(dest)?.sync_all()?;
         Ok(())
     }
 
@@ -782,6 +851,19 @@ impl Catalog {
                 .execute("DELETE FROM notes WHERE key = ?1", [key])?,
         };
         Ok(())
+    }
+
+    /// What the catalog records: files, and sources (phones, folders, `reindexed`).
+    pub fn counts(&self) -> Result<Counts> {
+        let (files, sources): (i64, i64) = self.conn.query_row(
+            "SELECT (SELECT count(*) FROM files), (SELECT count(*) FROM sources)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Counts {
+            files: files as u64,
+            sources: sources as u64,
+        })
     }
 
     /// Adds a file found in the store by `offload reindex`, under the pseudo-source

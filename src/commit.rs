@@ -134,6 +134,9 @@ pub struct Batch<'a> {
     /// Sightings of duplicates, recorded with the batch (their content may be queued),
     /// with the tags this source gives them.
     sightings: Vec<(Entry, String, Vec<String>)>,
+    /// Files a failed flush had already moved into place: complete and kept, but not
+    /// recorded (the next run finds them under their names and records them).
+    kept_unrecorded: Vec<Stored>,
 }
 
 impl<'a> Batch<'a> {
@@ -162,7 +165,14 @@ impl<'a> Batch<'a> {
                 .unwrap_or(MAX_FILES),
             queued_hashes: HashSet::new(),
             sightings: Vec::new(),
+            kept_unrecorded: Vec::new(),
         }
+    }
+
+    /// Takes the files that failed flushes left in place, complete but unrecorded: a
+    /// run that stops on the error still counts them among the files it saved.
+    pub fn take_kept_unrecorded(&mut self) -> Vec<Stored> {
+        std::mem::take(&mut self.kept_unrecorded)
     }
 
     /// Takes a freshly copied file: dates and categorises it from its copy, decides the
@@ -299,7 +309,8 @@ impl<'a> Batch<'a> {
     /// Makes every queued file durable under its final name and records the batch.
     /// Returns the files stored. Errors are the destination's (disk full, drive gone,
     /// catalog unwritable): the caller stops the run; whatever was not recorded is
-    /// found again (and adopted, not duplicated) by the next run.
+    /// found again (and adopted, not duplicated) by the next run. Files already moved
+    /// into place when the error came are kept: [`Batch::take_kept_unrecorded`].
     pub fn flush(&mut self) -> Result<Vec<Stored>> {
         if self.pending.is_empty() && self.sightings.is_empty() {
             return Ok(Vec::new());
@@ -335,8 +346,13 @@ impl<'a> Batch<'a> {
                 &p.copied.hash,
                 p.copied.size,
                 &taken,
-            )? {
-                Placed::New(n) | Placed::AlreadyThere(n) => n,
+            ) {
+                Ok(Placed::New(n) | Placed::AlreadyThere(n)) => n,
+                Err(e) => {
+                    self.kept_unrecorded
+                        .extend(stored_of(&self.pending, placed));
+                    return Err(e.into());
+                }
             };
             if p.is_still {
                 if let Some(s) = self.stills.get_mut(&p.entry.path) {
@@ -346,9 +362,11 @@ impl<'a> Batch<'a> {
             placed_keys.insert(clash_key(&name));
             placed.push((i, name));
         }
-        self.store
-            .sync_dirs(placed.iter().map(|(_, n)| n.as_str()))
-            .map_err(|e| io::Error::new(e.kind(), format!("syncing folders: {e}")))?;
+        if let Err(e) = self.store.sync_dirs(placed.iter().map(|(_, n)| n.as_str())) {
+            self.kept_unrecorded
+                .extend(stored_of(&self.pending, placed));
+            return Err(io::Error::new(e.kind(), format!("syncing folders: {e}")).into());
+        }
 
         let hexes: Vec<String> = self
             .pending
@@ -392,23 +410,34 @@ impl<'a> Batch<'a> {
             hash: h,
             tags,
         }));
-        self.catalog
-            .record(self.source_id, &new_files, &sightings)?;
+        let recorded = self.catalog.record(self.source_id, &new_files, &sightings);
+        drop(new_files);
+        drop(sightings);
+        if let Err(e) = recorded {
+            self.kept_unrecorded
+                .extend(stored_of(&self.pending, placed));
+            return Err(e);
+        }
 
-        let stored = placed
-            .into_iter()
-            .map(|(i, name)| Stored {
-                remote_path: self.pending[i].entry.path.clone(),
-                store_path: name,
-                size: self.pending[i].copied.size,
-            })
-            .collect();
+        let stored = stored_of(&self.pending, placed);
         self.pending.clear();
         self.deadline.clear();
         self.queued_hashes.clear();
         self.sightings.clear();
         Ok(stored)
     }
+}
+
+/// The stored files of a flush: `placed` pairs an index into `pending` with its name.
+fn stored_of(pending: &[Pending], placed: Vec<(usize, String)>) -> Vec<Stored> {
+    placed
+        .into_iter()
+        .map(|(i, name)| Stored {
+            remote_path: pending[i].entry.path.clone(),
+            store_path: name,
+            size: pending[i].copied.size,
+        })
+        .collect()
 }
 
 /// `dir/IMG_0002~1a2b3c4d.HEIC` and `IMG_0002.MOV` → `dir/IMG_0002~1a2b3c4d.MOV`: the

@@ -8,6 +8,7 @@ mod out;
 
 mod argv;
 mod catalog;
+mod catalog_files;
 mod cli;
 mod commands;
 mod commit;

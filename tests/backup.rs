@@ -402,7 +402,8 @@ fn refuses_when_the_drive_is_too_small() {
         "{}",
         r.stderr
     );
-    assert!(store_files(&dest).is_empty(), "nothing was copied");
+    // Refused before it was made: not even an empty store is left.
+    assert!(!dest.exists(), "a refused new destination was created");
 }
 
 #[test]

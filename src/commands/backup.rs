@@ -19,67 +19,20 @@ use crate::plan::{self, Item, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
-use crate::source::{Entry, Skipped, Source, SourceError};
+use crate::source::{DeviceInfo, Entry, Listing, Skipped, Source, SourceError};
 use crate::stop::Stop;
 use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, IDENTITY_FILE};
 use crate::transfer::Copied;
 use crate::transfer::{self, CopyError};
 
-/// Opens the store's catalog and checks it (`PRAGMA quick_check`). A damaged one ends
-/// the command with exit 4 and the two ways out: the copy from the last good run, or
-/// `offload reindex`. Nothing is written to a damaged catalog.
+/// Opens the catalog of an existing store for writing, with every check of
+/// [`crate::catalog_files::open`]: writable, present and not empty, not damaged; else
+/// exit 4 with the way out.
 pub fn open_catalog(store: &Store) -> Result<Catalog> {
-    let path = store.meta_path(CATALOG_FILE);
-    let checked =
-        Catalog::open(&path, store.fs.supports_wal()).and_then(|c| match c.quick_check()? {
-            None => Ok(c),
-            Some(problem) => Err(anyhow::anyhow!(problem)),
-        });
-    let checked = checked.and_then(|c| refuse_unfinished_rebuild(store, c));
-    checked.map_err(|e| {
-        if e.is::<crate::error::Fail>() {
-            return e;
-        }
-        fail(
-            Exit::Destination,
-            format!(
-                "The catalog {} is damaged ({e:#}). Nothing was copied. Restore the copy made after \
-                 the last good run ({}) over it, or rebuild it from the store with \
-                 `offload reindex --to {}`.",
-                path.display(),
-                store.meta_path(BACKUP_FILE).display(),
-                store.root().display()
-            ),
-        )
-    })
+    crate::catalog_files::open(store, false)
 }
-
-/// A catalog whose rebuild (`offload reindex`) was stopped knows only part of the
-/// store: writing to it would store again what it does not know. Exit 4 with the fix.
-fn refuse_unfinished_rebuild(store: &Store, catalog: Catalog) -> Result<Catalog> {
-    if catalog
-        .note(crate::commands::reindex::REINDEX_NOTE)?
-        .as_deref()
-        == Some("incomplete")
-    {
-        return Err(fail(
-            Exit::Destination,
-            format!(
-                "The catalog of {} is being rebuilt: `offload reindex` was stopped before its \
-                 end. Run `offload reindex --to {}` to finish it (it goes on where it stopped), \
-                 then run this again.",
-                store.root().display(),
-                store.root().display()
-            ),
-        ));
-    }
-    Ok(catalog)
-}
-
-/// The catalog's copy after each run, in `.offload/`.
-const BACKUP_FILE: &str = "catalog.sqlite.bak";
 
 /// Space kept free beyond the planned bytes, for the catalog and folder entries: 1% of
 /// the drive, between 1 MiB and 64 MiB.
@@ -304,6 +257,20 @@ pub fn backup(
         let _ = std::io::stdout().flush();
     }
 
+    // A store this run creates starts with an empty catalog; any other must have its own.
+    let meta = dest.join(crate::store::META_DIR);
+    let new_store =
+        create && !meta.join(IDENTITY_FILE).exists() && !meta.join(CATALOG_FILE).exists();
+    let mut blocked = blocked.to_vec();
+    // A new store is listed and planned before it is made, so that a drive without
+    // room for the run is refused with nothing left on it. Any other store is opened
+    // (locked, its catalog checked) before the phones are listed.
+    let plan_first = new_store && !opts.dry_run;
+    let mut listed = Vec::new();
+    if plan_first {
+        listed = list_sources(sources, opts, &mut blocked);
+        plan_new_store(&mut listed, dest, &opts.filter)?;
+    }
     let store = if opts.dry_run {
         None
     } else {
@@ -311,7 +278,7 @@ pub fn backup(
     };
     let mut catalog = match &store {
         Some(s) => {
-            let catalog = open_catalog(s)?;
+            let catalog = crate::catalog_files::open(s, new_store)?;
             report_dead_runs(&catalog);
             catalog
         }
@@ -325,8 +292,10 @@ pub fn backup(
         }
     };
 
-    let mut blocked = blocked.to_vec();
-    let plans = plan_sources(sources, &mut catalog, store.as_ref(), opts, &mut blocked)?;
+    if !plan_first {
+        listed = list_sources(sources, opts, &mut blocked);
+    }
+    let plans = plan_sources(listed, &mut catalog, store.as_ref(), opts)?;
     let planned: u64 = plans.iter().map(|p| p.plan.bytes_to_copy()).sum();
     if let Some(store) = &store {
         check_space(store, planned)?;
@@ -393,8 +362,13 @@ pub fn backup(
     // Not after the drive failed: the copy would fail too (or half-fill a full disk),
     // and its warning would only hide the error that matters.
     if let (Some(s), None) = (&store, &dest_error) {
-        if let Err(e) = catalog.backup_to(&s.meta_path(BACKUP_FILE)) {
-            tracing::warn!("could not copy the catalog to {}: {e:#}", BACKUP_FILE);
+        match crate::catalog_files::keep_copy(s, &catalog) {
+            Ok(None) => {}
+            Ok(Some(warning)) => eprintln!("offload: warning: {warning}"),
+            Err(e) => tracing::warn!(
+                "could not copy the catalog to {}: {e:#}",
+                crate::catalog_files::COPY_FILE
+            ),
         }
     }
 
@@ -458,17 +432,28 @@ fn report_dead_runs(catalog: &Catalog) {
     }
 }
 
-/// Lists and plans every source before anything is copied, so that the space check
-/// covers the whole run. A source that cannot be listed joins `blocked`; a stop ends
-/// the listing (what was listed is still reported).
-fn plan_sources(
+/// A source's files as listed, then as planned, with the name it goes by in this run.
+struct Listed {
+    /// Which of the run's sources it is.
+    index: usize,
+    info: DeviceInfo,
+    stage: Stage,
+}
+
+enum Stage {
+    Listed(Listing),
+    /// Planned against an empty catalog (a store this run creates).
+    Planned(Plan),
+}
+
+/// Lists every source. One that cannot be listed joins `blocked` (said on stderr at
+/// once) and the others go on; a stop ends the listing.
+fn list_sources(
     sources: &mut [Box<dyn Source>],
-    catalog: &mut Catalog,
-    store: Option<&Store>,
     opts: &Options,
     blocked: &mut Vec<Blocked>,
-) -> Result<Vec<SourcePlan>> {
-    let mut plans = Vec::new();
+) -> Vec<Listed> {
+    let mut listed = Vec::new();
     for (index, source) in sources.iter_mut().enumerate() {
         if opts.stop.requested() {
             break;
@@ -487,15 +472,85 @@ fn plan_sources(
         {
             info.name = n.clone();
         }
-        let listing = match source.list() {
-            Ok(listing) => listing,
+        match source.list() {
+            Ok(listing) => listed.push(Listed {
+                index,
+                info,
+                stage: Stage::Listed(listing),
+            }),
             Err(e) => {
                 let b = not_read(&info.id, info.kind.as_str(), &info.name, e);
-                eprintln!("offload: {} ({}): not read: {}", b.name, b.id, b.message);
+                errln!(
+                    "offload: {} ({}): not read: {}",
+                    crate::term::shown(&b.name),
+                    b.id,
+                    b.message
+                );
                 blocked.push(b);
-                continue;
             }
+        }
+    }
+    listed
+}
+
+/// Plans every listed source for a store that does not exist yet (its catalog is
+/// empty: everything selected is new), and refuses with exit 4 when the filesystem
+/// that would hold it, measured at `dest`'s nearest existing folder, lacks the room.
+/// Called before the store is created, so that a refusal leaves nothing behind.
+fn plan_new_store(listed: &mut [Listed], dest: &Path, filter: &Filter) -> Result<()> {
+    let none = std::collections::HashSet::new();
+    for l in listed.iter_mut() {
+        let stage = std::mem::replace(&mut l.stage, Stage::Planned(Plan::default()));
+        l.stage = match stage {
+            Stage::Listed(listing) => Stage::Planned(plan::plan(listing, &none, filter)),
+            planned => planned,
         };
+    }
+    let Some(existing) = dest
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.is_dir())
+    else {
+        return Ok(());
+    };
+    // Unknown here is left to the check after the store is opened, as for any store.
+    let Ok(fs) = crate::store::fsinfo::FsInfo::of(existing) else {
+        return Ok(());
+    };
+    let limit = fs.max_file_size.unwrap_or(u64::MAX);
+    let needed: u64 = listed
+        .iter()
+        .filter_map(|l| match &l.stage {
+            Stage::Planned(p) => Some(p),
+            Stage::Listed(_) => None,
+        })
+        .flat_map(|p| &p.to_copy)
+        .map(|i| i.entry.size)
+        .filter(|&size| size <= limit)
+        .sum();
+    if fs.total_bytes > 0 && needed > 0 && needed + space_reserve(fs.total_bytes) > fs.free_bytes {
+        let shown = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+        return Err(no_room(&shown, &fs, needed));
+    }
+    Ok(())
+}
+
+/// Plans every listed source against the catalog (what it has seen is skipped) and
+/// the filter, and takes out what the destination's filesystem cannot hold.
+fn plan_sources(
+    listed: Vec<Listed>,
+    catalog: &mut Catalog,
+    store: Option<&Store>,
+    opts: &Options,
+) -> Result<Vec<SourcePlan>> {
+    let mut plans = Vec::new();
+    for Listed { index, info, stage } in listed {
         let (source_id, folder) = if opts.dry_run {
             (
                 catalog.source_id(&info.id)?.unwrap_or(-1),
@@ -504,8 +559,13 @@ fn plan_sources(
         } else {
             catalog.upsert_source(&info)?
         };
-        let seen = catalog.sightings(source_id)?;
-        let mut plan = plan::plan(listing, &seen, &opts.filter);
+        let mut plan = match stage {
+            Stage::Planned(plan) => plan,
+            Stage::Listed(listing) => {
+                let seen = catalog.sightings(source_id)?;
+                plan::plan(listing, &seen, &opts.filter)
+            }
+        };
         let mut report = DeviceReport::new(&info);
         report.already_backed_up = plan.already_backed_up;
         report.filtered = plan.filtered;
@@ -559,20 +619,25 @@ fn check_space(store: &Store, needed: u64) -> Result<()> {
     // checked ahead; a full disk is then caught, cleanly, by the first failed write.
     let known = store.fs.total_bytes > 0;
     if known && needed > 0 && needed + space_reserve(store.fs.total_bytes) > store.fs.free_bytes {
-        return Err(fail(
-            Exit::Destination,
-            format!(
-                "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
-                 {} free. Nothing was copied. Free some space or use a bigger drive.",
-                store.root().display(),
-                store.fs.mount_source,
-                store.fs.mount_point.display(),
-                human_bytes(needed + space_reserve(store.fs.total_bytes)),
-                human_bytes(store.fs.free_bytes)
-            ),
-        ));
+        return Err(no_room(store.root(), &store.fs, needed));
     }
     Ok(())
+}
+
+/// The refusal of a run whose `needed` bytes the filesystem `fs` holding `dest` lacks.
+fn no_room(dest: &Path, fs: &crate::store::fsinfo::FsInfo, needed: u64) -> anyhow::Error {
+    fail(
+        Exit::Destination,
+        format!(
+            "Not enough space on the drive holding {} ({} mounted at {}): {} needed, \
+             {} free. Nothing was copied. Free some space or use a bigger drive.",
+            dest.display(),
+            fs.mount_source,
+            fs.mount_point.display(),
+            human_bytes(needed + space_reserve(fs.total_bytes)),
+            human_bytes(fs.free_bytes)
+        ),
+    )
 }
 
 /// What stopped a run on the destination's side.
@@ -738,8 +803,11 @@ impl transfer::Copying for Sink<'_> {
             Ok(c) => {
                 // "read", not "copied": the file is safe only once its batch is committed.
                 let line = format!("read {} ({})", entry.path, human_bytes(c.size));
-                let sent = self.tx.as_ref().map(|tx| tx.send((c, item.clone())));
-                if !matches!(sent, Some(Ok(()))) {
+                let sent = match &self.tx {
+                    Some(tx) => tx.send((c, item.clone())).is_ok(),
+                    None => false,
+                };
+                if !sent {
                     // The committing thread stopped on an error; it says which.
                     return false;
                 }
@@ -822,12 +890,16 @@ fn copy_source(
             let mut done = Committed::default();
             let mut batch = Batch::new(store, catalog, template, filter, folder, source_id);
             let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
-                for s in batch.flush()? {
+                let flushed = batch.flush();
+                // A failed flush may have placed some files already: complete and kept,
+                // they are among the files saved (the next run records them).
+                let kept = batch.take_kept_unrecorded();
+                for s in flushed.as_deref().unwrap_or_default().iter().chain(&kept) {
                     done.copied += 1;
                     done.bytes += s.size;
                     tracing::info!("stored {} as {}", s.remote_path, s.store_path);
                 }
-                Ok(())
+                flushed.map(drop)
             };
             loop {
                 // Waits for the next file no longer than the batch may stay unsynced.

@@ -12,7 +12,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, NewFile, CATALOG_FILE};
+use crate::catalog::{Catalog, NewFile, CATALOG_FILE, REINDEX_NOTE};
 use crate::cli::ReindexArgs;
 use crate::config;
 use crate::error::{fail, Exit};
@@ -48,9 +48,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The catalog note (see `Catalog::note`) set while a rebuild is under way and left
-/// set by a stopped one: the next `reindex` resumes it, and backups refuse the store.
-pub const REINDEX_NOTE: &str = "reindex";
 
 /// True when the catalog at `path` is a rebuild that was stopped before its end.
 fn is_unfinished_rebuild(path: &std::path::Path) -> bool {
@@ -74,26 +71,16 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         ),
         other => fail(Exit::Destination, other.to_string()),
     })?;
+    crate::catalog_files::check_writable(&store)?;
     let catalog_path = store.meta_path(CATALOG_FILE);
     // A rebuild that was stopped goes on where it stopped.
     let resuming = catalog_path.exists() && is_unfinished_rebuild(&catalog_path);
     // Never delete a catalog, even a broken one: move it (and its WAL files) aside.
-    let mut previous = None;
-    if catalog_path.exists() && !resuming {
-        let stamp = jiff::Timestamp::now()
-            .strftime("%Y%m%dT%H%M%SZ")
-            .to_string();
-        let aside = store.meta_path(&format!("{CATALOG_FILE}.before-reindex-{stamp}"));
-        std::fs::rename(&catalog_path, &aside)
-            .with_context(|| format!("moving the old catalog to {}", aside.display()))?;
-        for suffix in ["-wal", "-shm"] {
-            let side = store.meta_path(&format!("{CATALOG_FILE}{suffix}"));
-            if side.exists() {
-                std::fs::rename(&side, format!("{}{suffix}", aside.display()))?;
-            }
-        }
-        previous = Some(aside.display().to_string());
-    }
+    let previous = if resuming {
+        None
+    } else {
+        crate::catalog_files::set_aside(&store, "before-reindex")?.map(|p| p.display().to_string())
+    };
     let catalog = Catalog::open(&catalog_path, store.fs.supports_wal())?;
     catalog.set_note(REINDEX_NOTE, Some("incomplete"))?;
     let done_before = if resuming {
@@ -199,7 +186,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
     progress.finish();
     if report.stopped.is_none() {
         catalog.set_note(REINDEX_NOTE, None)?;
-        catalog.backup_to(&store.meta_path(&format!("{CATALOG_FILE}.bak")))?;
+        if let Some(warning) = crate::catalog_files::keep_copy(&store, &catalog)? {
+            errln!("offload: warning: {warning}");
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

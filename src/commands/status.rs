@@ -10,7 +10,7 @@ use crate::config;
 use crate::error::{fail, Exit};
 use crate::report::cloud_message;
 use crate::store::fsinfo::human_bytes;
-use crate::store::META_DIR;
+use crate::store::{IDENTITY_FILE, META_DIR};
 
 #[derive(Serialize)]
 struct StatusReport {
@@ -28,6 +28,9 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
     let dest = config::destination(&args.dest, &cfg)?;
     let path = dest.join(META_DIR).join(CATALOG_FILE);
     if !path.exists() {
+        if dest.join(META_DIR).join(IDENTITY_FILE).exists() {
+            return Err(crate::catalog_files::lost(&dest, "is missing"));
+        }
         return Err(fail(
             Exit::Destination,
             format!(

@@ -23,7 +23,7 @@ use self::names::split_ext;
 
 /// Name of the folder inside the store that holds its own state.
 pub const META_DIR: &str = ".offload";
-const IDENTITY_FILE: &str = "store.json";
+pub const IDENTITY_FILE: &str = "store.json";
 
 /// Why a store cannot be used.
 #[derive(Debug, thiserror::Error)]
