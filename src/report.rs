@@ -256,7 +256,7 @@ impl Progress {
             overall.set_prefix(crate::term::shown(name).into_owned());
             overall.set_message(format!("0/{files} files"));
         } else if self.plain {
-            eprintln!(
+            errln!(
                 "{}: {files} new files, {} to copy",
                 crate::term::shown(name),
                 human_bytes(bytes)
@@ -283,7 +283,7 @@ impl Progress {
         } else if self.plain {
             // One line per file, but not a flood: at most ~10 lines a second.
             if self.last_line.elapsed() >= Duration::from_millis(100) || done == files {
-                eprintln!("[{done}/{files}] {}", crate::term::shown(line));
+                errln!("[{done}/{files}] {}", crate::term::shown(line));
                 self.last_line = Instant::now();
             }
         }
@@ -295,7 +295,7 @@ impl Progress {
             Some((multi, _, _)) => {
                 let _ = multi.println(line);
             }
-            None => eprintln!("{line}"),
+            None => errln!("{line}"),
         }
     }
 

@@ -2123,7 +2123,10 @@ fn a_stop_while_the_phone_hangs_commits_the_finished_files_at_once() {
     let started = Instant::now();
     while reads() < HANGS_AT - 1 {
         assert!(started.elapsed() < HUNG, "the backup made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "the backup ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended early"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     // The next read is the one that hangs.
@@ -2159,4 +2162,61 @@ fn a_stop_while_the_phone_hangs_commits_the_finished_files_at_once() {
     assert_eq!(committed(), (HANGS_AT - 1) as i64);
     assert_nothing_partial(&dest, &sources, "after the second Ctrl-C");
     assert_eq!(store_files(&dest).len() as u64, HANGS_AT - 1);
+}
+
+/// free-up stopped by a signal: exactly the files it reports deleted are gone from the
+/// phone and logged, every other one is still there, and a second run deletes the rest.
+#[test]
+fn stopping_free_up_deletes_nothing_after_the_stop() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "phone", 300, 30_000);
+    let dest = s.path("dest");
+    let d = dest.to_str().unwrap();
+    run_bounded(android_cmd(&s, &[&roll], "", &["backup", "--to", d]), &s).ok();
+    let before = camera_files(&roll);
+    let mut landed = false;
+    for after in [3_000_000u64, 1_000_000, 300_000] {
+        let cmd = android_cmd(&s, &[&roll], "", &["free-up", "--to", d, "--yes", "--json"]);
+        let Some(r) = signal_when(cmd, &s, &[libc::SIGTERM], &|c| read_by(c) >= after) else {
+            continue;
+        };
+        assert_eq!(r.code, 143, "{}", r.stderr);
+        let j = r.json();
+        assert_eq!(j[0]["stopped"], "SIGTERM", "{j:#}");
+        let deleted: BTreeSet<String> = j[0]["deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        let now = camera_files(&roll);
+        for path in before.keys() {
+            assert_eq!(
+                !now.contains_key(path),
+                deleted.contains(path),
+                "{path}: on the phone now = {}, reported deleted = {}",
+                now.contains_key(path),
+                deleted.contains(path)
+            );
+        }
+        let logged: i64 = catalog(&dest)
+            .query_row("SELECT count(*) FROM deletions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged as usize, deleted.len(), "deletions logged");
+        landed = deleted.len() < before.len();
+        break;
+    }
+    assert!(
+        landed,
+        "no stop landed before free-up had deleted everything"
+    );
+    run_bounded(
+        android_cmd(&s, &[&roll], "", &["free-up", "--to", d, "--yes"]),
+        &s,
+    )
+    .ok();
+    assert!(
+        camera_files(&roll).is_empty(),
+        "the second run deletes the rest"
+    );
 }

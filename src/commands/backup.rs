@@ -103,7 +103,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         // usbmuxd missing matters only when no phone at all was found; with Android
         // phones in this run, say it once and go on.
         if let (Some(m), true) = (&found.no_usbmuxd, phones > 0) {
-            eprintln!("note: iPhones cannot be seen: {m}");
+            errln!("note: iPhones cannot be seen: {m}");
         }
     }
     let opts = Options {
@@ -140,7 +140,7 @@ pub fn backup_to_all(
                 code = code.max(c);
             }
             Err(e) if dests.len() > 1 && is_destination_error(&e) => {
-                eprintln!(
+                errln!(
                     "offload: skipped {}: {e}. It is caught up on the next run where it is present.",
                     d.describe()
                 );
@@ -251,9 +251,9 @@ pub fn backup(
     let started = Instant::now();
     let announce = format!("Backing up to {}", dest.display());
     if opts.json {
-        eprintln!("{announce}");
+        errln!("{announce}");
     } else {
-        println!("{announce}");
+        outln!("{announce}");
         let _ = std::io::stdout().flush();
     }
 
@@ -364,7 +364,7 @@ pub fn backup(
     if let (Some(s), None) = (&store, &dest_error) {
         match crate::catalog_files::keep_copy(s, &catalog) {
             Ok(None) => {}
-            Ok(Some(warning)) => eprintln!("offload: warning: {warning}"),
+            Ok(Some(warning)) => errln!("offload: warning: {warning}"),
             Err(e) => tracing::warn!(
                 "could not copy the catalog to {}: {e:#}",
                 crate::catalog_files::COPY_FILE
@@ -383,12 +383,12 @@ pub fn backup(
     };
     crate::notify::record(&report);
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         if let Some(line) = report.stopped_line() {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     } else {
-        print!("{}", report.human());
+        out!("{}", report.human());
     }
     if let (Some(e), Some(store)) = (dest_error, &store) {
         let saved: u64 = report.devices.iter().map(|d| d.copied).sum();
@@ -402,7 +402,7 @@ pub fn backup(
     }
     for d in &report.devices {
         if let Some(why) = &d.interrupted {
-            eprintln!(
+            errln!(
                 "offload: {why} {} files were saved; nothing partial was kept.",
                 d.copied
             );
@@ -421,7 +421,7 @@ fn report_dead_runs(catalog: &Catalog) {
     match catalog.close_dead_runs() {
         Ok(dead) => {
             for (name, started) in dead {
-                eprintln!(
+                errln!(
                     "note: the backup of {name} started {started} was interrupted (offload was \
                      killed or the computer stopped); the files it had stored are kept, the rest \
                      is copied now."

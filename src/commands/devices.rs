@@ -50,18 +50,18 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
     };
     let code = if report.devices.is_empty() { 3 } else { 0 };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(code);
     }
     if report.devices.is_empty() && report.blocked.is_empty() {
-        println!(
+        outln!(
             "No phone found. Connect it with a USB data cable, unlock it, and choose 'File \
              transfer' in the USB notification (Android) or tap 'Trust' (iPhone)."
         );
     }
     for d in &report.devices {
         let i = &d.info;
-        println!(
+        outln!(
             "{} ({}, {}): ready",
             crate::term::shown(&i.name),
             i.kind.as_str(),
@@ -72,10 +72,10 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
             .flatten()
             .collect();
         if !model.is_empty() {
-            println!("  model     {}", crate::term::shown(&model.join(" ")));
+            outln!("  model     {}", crate::term::shown(&model.join(" ")));
         }
         if let Some(s) = &i.serial {
-            println!("  serial    {}", crate::term::shown(s));
+            outln!("  serial    {}", crate::term::shown(s));
         }
         for StorageInfo {
             description,
@@ -83,7 +83,7 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
             free_bytes,
         } in &i.storages
         {
-            println!(
+            outln!(
                 "  storage   {}: {} free of {}",
                 crate::term::shown(description),
                 human_bytes(*free_bytes),
@@ -91,11 +91,11 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
             );
         }
         for w in &i.warnings {
-            println!("  warning   {w}");
+            outln!("  warning   {w}");
         }
     }
     for b in &report.blocked {
-        println!(
+        outln!(
             "{} ({}, {}): {}\n  {}",
             crate::term::shown(&b.name),
             b.kind,
@@ -105,7 +105,7 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
         );
     }
     for n in &report.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
     Ok(code)
 }

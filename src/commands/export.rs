@@ -202,9 +202,9 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
     let out = ExportDir::open(&args.to)?;
     let announce = format!("Exporting to {}", out.root.display());
     if args.json {
-        eprintln!("{announce}");
+        errln!("{announce}");
     } else {
-        println!("{announce}");
+        outln!("{announce}");
     }
     let mut ex = Exporter {
         out: &out,
@@ -234,12 +234,12 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
         report.stopped = Some(ex_stop.reason().to_string());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         if let Some(line) = stopped_line(&report) {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     } else {
-        print!("{}", human(&report));
+        out!("{}", human(&report));
     }
     if report.stopped.is_some() {
         return Ok(ex_stop.exit_code());
@@ -430,7 +430,7 @@ impl Exporter<'_> {
                 ..DetectOptions::default()
             });
             for b in &found.blocked {
-                eprintln!(
+                errln!(
                     "{} ({}): not read: {}",
                     crate::term::shown(&b.name),
                     crate::term::shown(&b.id),

@@ -30,6 +30,7 @@ use crate::filter::{age_cutoff, DateKnown, Filter, Known};
 use crate::media::{Categories, Category, Tag};
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::{Delete, Entry, SourceError, SourceKind};
+use crate::stop::Stop;
 use crate::store::fsinfo::human_bytes;
 use crate::store::{hash_from_disk, Store};
 use crate::term::shown;
@@ -67,6 +68,10 @@ struct DeviceResult {
     phone_files_hashed: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     note: Option<String>,
+    /// What stopped the run before its end (`SIGINT`, `SIGTERM`, `SIGHUP`): no file
+    /// was deleted after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
 }
 
 /// A stored copy that was re-read and matched its recorded hash.
@@ -156,7 +161,7 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                 let catalog = open_catalog(&store)?;
                 stores.push((store, catalog));
             }
-            Err(e) => eprintln!("offload: {} is not available: {e}", d.describe()),
+            Err(e) => errln!("offload: {} is not available: {e}", d.describe()),
         }
     }
     if stores.is_empty() {
@@ -202,6 +207,7 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
 
     let mut results = Vec::new();
     let mut code = 0u8;
+    let stop = Stop::new();
     let mut buf = vec![0u8; 1 << 20];
     for mut source in found.sources {
         let info = source.info().clone();
@@ -216,7 +222,13 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             stored_copies_hashed: 0,
             phone_files_hashed: 0,
             note: None,
+            stopped: None,
         };
+        if stop.requested() {
+            res.stopped = Some(stop.reason().into());
+            results.push(res);
+            continue;
+        }
         let listing = match source.list() {
             Ok(l) => l,
             Err(e) => {
@@ -232,6 +244,10 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
         };
         let mut eligible: Vec<(Entry, Vec<Copy>)> = Vec::new();
         for entry in listing.entries {
+            if stop.requested() {
+                res.stopped = Some(stop.reason().into());
+                break;
+            }
             // What each store recorded of the file as it is listed now: the catalog
             // alone, nothing read yet.
             let mut records = Vec::new();
@@ -327,6 +343,11 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                 }
                 Some(deleter) => {
                     for (entry, copies) in &eligible {
+                        // Deletions done are kept; none is begun after a stop.
+                        if stop.requested() {
+                            res.stopped = Some(stop.reason().into());
+                            break;
+                        }
                         // The phone's own bytes, read now from the very object that is
                         // then deleted.
                         res.phone_files_hashed += 1;
@@ -402,14 +423,18 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
     }
 
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-        return Ok(code);
+        outln!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(if stop.requested() {
+            stop.exit_code()
+        } else {
+            code
+        });
     }
     for r in &results {
         let bytes: u64 = r.eligible.iter().map(|i| i.size).sum();
-        println!("{} ({}, {}):", shown(&r.name), r.kind, shown(&r.id));
+        outln!("{} ({}, {}):", shown(&r.name), r.kind, shown(&r.id));
         if args.yes && r.kind == "android" {
-            println!(
+            outln!(
                 "  deleted {} file{}, {} freed{}",
                 r.deleted.len(),
                 if r.deleted.len() == 1 { "" } else { "s" },
@@ -417,16 +442,16 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                 if r.deleted.is_empty() { "" } else { ":" }
             );
             for p in &r.deleted {
-                println!("    {}", shown(p));
+                outln!("    {}", shown(p));
             }
         } else {
-            println!(
+            outln!(
                 "  {} files ({}) are verified on the backup and can be deleted:",
                 r.eligible.len(),
                 human_bytes(bytes)
             );
             for i in &r.eligible {
-                println!(
+                outln!(
                     "    {}  {}  {}",
                     i.captured,
                     human_bytes(i.size),
@@ -435,26 +460,36 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             }
         }
         if !r.kept.is_empty() {
-            println!("  kept on the phone: {}", r.kept.len());
+            outln!("  kept on the phone: {}", r.kept.len());
             for k in r.kept.iter().take(20) {
-                println!("    {}: {}", shown(&k.path), shown(&k.reason));
+                outln!("    {}: {}", shown(&k.path), shown(&k.reason));
             }
             if r.kept.len() > 20 {
-                println!(
+                outln!(
                     "    ... and {} more (--json lists them all)",
                     r.kept.len() - 20
                 );
             }
         }
         if let Some(n) = &r.note {
-            println!("  {}", shown(n));
+            outln!("  {}", shown(n));
+        }
+        if let Some(why) = &r.stopped {
+            outln!(
+                "  Stopped: {} files deleted ({why}); nothing was deleted after the stop. Run \
+                 free-up again for the rest.",
+                r.deleted.len()
+            );
         }
         if !args.yes && !r.eligible.is_empty() && r.kind == "android" {
-            println!(
+            outln!(
                 "  Nothing was deleted. Run again with --yes to delete them from the phone \
                  (each is read from the phone first, and deleted only if it matches the backup)."
             );
         }
+    }
+    if stop.requested() {
+        return Ok(stop.exit_code());
     }
     Ok(code)
 }

@@ -48,7 +48,6 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-
 /// True when the catalog at `path` is a rebuild that was stopped before its end.
 fn is_unfinished_rebuild(path: &std::path::Path) -> bool {
     Catalog::open_read_only(path)
@@ -191,10 +190,10 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         if let Some(why) = &report.stopped {
-            println!(
+            outln!(
                 "Stopped: {} files indexed, {} left ({why}). The catalog of {} is incomplete: \
                  run `offload reindex` again to finish it (it goes on where it stopped); until \
                  then backups to this store are refused.",
@@ -204,22 +203,22 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             );
             return Ok(stop.exit_code());
         }
-        println!(
+        outln!(
             "Rebuilt the catalog of {}: {} files, {} bytes.",
             report.destination,
             report.files + report.resumed,
             report.bytes
         );
         for s in &report.same_content {
-            println!(
+            outln!(
                 "  {}: same content as another stored file (left in place, recorded once)",
                 crate::term::shown(s)
             );
         }
         if let Some(p) = &report.previous_catalog {
-            println!("The previous catalog was moved to {p}.");
+            outln!("The previous catalog was moved to {p}.");
         }
-        println!(
+        outln!(
             "The next backup of each phone reads its files once more to learn where they are; \
              nothing already stored is copied again."
         );

@@ -59,33 +59,33 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         sources,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "Backup at {}: {} files, {}",
         report.destination,
         report.files,
         human_bytes(report.bytes)
     );
     for s in &report.sources {
-        println!(
+        outln!(
             "\n{} ({}, {})",
             crate::term::shown(&s.name),
             s.kind,
             crate::term::shown(&s.id)
         );
         match &s.last_run {
-            Some(r) => println!(
+            Some(r) => outln!(
                 "  last backup   {} ({}: {} copied, {} failed)",
                 r.finished.as_deref().unwrap_or(&r.started),
                 r.result,
                 r.copied,
                 r.failed
             ),
-            None => println!("  last backup   never"),
+            None => outln!("  last backup   never"),
         }
-        println!(
+        outln!(
             "  stored        {} files, {}",
             s.files,
             human_bytes(s.bytes)
@@ -96,19 +96,19 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
             .map(|(c, n)| format!("{c} {n}"))
             .collect();
         if !cats.is_empty() {
-            println!("  categories    {}", cats.join(", "));
+            outln!("  categories    {}", cats.join(", "));
         }
         let tags: Vec<String> = s.tags.iter().map(|(t, n)| format!("{t} {n}")).collect();
         if !tags.is_empty() {
-            println!("  tags          {}", tags.join(", "));
+            outln!("  tags          {}", tags.join(", "));
         }
         if let Some(m) = cloud_message(&s.cloud_only) {
-            println!("  iCloud only   {m}");
+            outln!("  iCloud only   {m}");
             for c in s.cloud_only.iter().take(CLOUD_LISTED) {
-                println!("                {}", crate::term::shown(&c.path));
+                outln!("                {}", crate::term::shown(&c.path));
             }
             if s.cloud_only.len() > CLOUD_LISTED {
-                println!(
+                outln!(
                     "                … and {} more (`offload status --json` lists them all)",
                     s.cloud_only.len() - CLOUD_LISTED
                 );

@@ -143,9 +143,9 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
 
     let ok = report.missing.is_empty() && report.corrupt.is_empty() && report.unknown.is_empty();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "Verified {} files ({} bytes) in {}: {} intact, {} missing, {} corrupt, {} unknown",
             report.checked,
             report.bytes_checked,
@@ -156,23 +156,24 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
             report.unknown.len()
         );
         for p in report.missing.iter().chain(&report.corrupt) {
-            println!("  {}: {}", crate::term::shown(&p.path), p.problem);
+            outln!("  {}: {}", crate::term::shown(&p.path), p.problem);
         }
         for u in &report.unknown {
-            println!(
+            outln!(
                 "  {}: not in the catalog (`offload reindex` adds it)",
                 crate::term::shown(u)
             );
         }
         if let Some(why) = &report.stopped {
-            println!(
+            outln!(
                 "Stopped: {} files checked, {} left unchecked ({why}). Nothing was changed; run \
                  `offload verify` again to check them all.",
-                report.checked, report.left
+                report.checked,
+                report.left
             );
         }
         if !ok {
-            println!(
+            outln!(
                 "Damaged or missing files cannot be repaired from this drive: back them up again \
                  from the phone (`offload backup` copies what the store lacks) or from another copy."
             );

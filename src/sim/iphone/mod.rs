@@ -156,7 +156,7 @@ pub struct Stats {
 /// `offload sim iphone`: serves until the process is stopped.
 pub fn run(args: IphoneArgs) -> Result<u8> {
     let sim = start(args)?;
-    println!("listening on {} udid={}", sim.addr, sim.udid);
+    outln!("listening on {} udid={}", sim.addr, sim.udid);
     std::io::stdout().flush()?;
     // Serving happens on the simulator's own thread; SIGINT/SIGTERM end the process
     // (everything worth keeping was written when it changed).
