@@ -180,6 +180,8 @@ impl Source for FolderSource {
             self.real.insert(rel.clone(), item.path().to_path_buf());
             listing.entries.push(Entry::new(rel, meta.len(), mtime));
         }
+        #[cfg(feature = "sim")]
+        crate::sim::pause_after_listing();
         Ok(listing)
     }
 
