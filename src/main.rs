@@ -4,6 +4,7 @@
 //! the documented exit codes.
 
 mod argv;
+mod beneath;
 mod catalog;
 mod cli;
 mod commands;
@@ -47,6 +48,12 @@ fn main() -> ExitCode {
             if let Some(fail) = err.downcast_ref::<Fail>() {
                 eprintln!("offload: {}", fail.message);
                 return ExitCode::from(fail.code as u8);
+            }
+            // A symbolic link inside the store, met by any command: the destination
+            // cannot be used until it is removed.
+            if let Some(link) = beneath::link_in(&err) {
+                eprintln!("offload: {link}");
+                return ExitCode::from(Exit::Destination as u8);
             }
             // A closed pipe (`offload status | head`) is not an error worth a word.
             if let Some(io) = err.downcast_ref::<std::io::Error>() {

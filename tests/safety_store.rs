@@ -262,6 +262,37 @@ fn year_folder_link_stops_backup() {
 }
 
 #[test]
+fn year_folder_link_stops_verify_and_reindex() {
+    for _ in 0..iterations() {
+        let s = Scratch::new();
+        roll(&s, "roll", "first", 3);
+        let dest = s.path("dest");
+        let d = dest.to_str().unwrap();
+        s.backup_from("roll", &dest).ok();
+        let year = year_folder(&dest);
+        let elsewhere = s.path("elsewhere-2024");
+        fs::rename(&year, &elsewhere).unwrap();
+        symlink(&elsewhere, &year).unwrap();
+        let before = snapshot(&elsewhere);
+        let meta = snapshot(&dest.join(".offload"));
+        // What the link leads to is not the stored copy: verify cannot vouch for it.
+        let r = s.run(&["verify", "--to", d]);
+        assert_untouched(&elsewhere, &before, &year);
+        assert_refused(&r, &year);
+        // Reindex would otherwise drop every file behind the link from the catalog.
+        let r = s.run(&["reindex", "--to", d]);
+        assert_untouched(&elsewhere, &before, &year);
+        assert_refused(&r, &year);
+        let after: Vec<String> = snapshot(&dest.join(".offload")).into_keys().collect();
+        assert_eq!(
+            after,
+            meta.into_keys().collect::<Vec<_>>(),
+            "the catalog stays where it was"
+        );
+    }
+}
+
+#[test]
 fn year_folder_link_stops_export() {
     for _ in 0..iterations() {
         let s = Scratch::new();

@@ -22,7 +22,7 @@ use crate::error::{fail, Exit};
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::{Entry, SourceError, SourceKind};
 use crate::store::fsinfo::human_bytes;
-use crate::store::{hash_from_disk, Store};
+use crate::store::Store;
 
 #[derive(Serialize)]
 struct Item {
@@ -163,7 +163,7 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                     continue;
                 };
                 let abs = store.root().join(&path);
-                match hash_from_disk(&abs, &mut buf, &mut |_| {}) {
+                match store.hash_stored(&path, &mut buf, &mut |_| {}) {
                     Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => {
                         copies.push(abs.display().to_string())
                     }

@@ -6,7 +6,6 @@
 //! its files once more to learn them again, and stores no second copy of anything
 //! (their content is already known).
 
-use std::fs::File;
 use std::io::Read;
 
 use anyhow::{Context, Result};
@@ -49,6 +48,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         ),
         other => fail(Exit::Destination, other.to_string()),
     })?;
+    // Walked before the old catalog is moved aside: a store that cannot be walked
+    // (a link inside it) keeps its catalog.
+    let files = list_files(store.root())?;
     let catalog_path = store.meta_path(CATALOG_FILE);
     // Never delete a catalog, even a broken one: move it (and its WAL files) aside.
     let mut previous = None;
@@ -79,7 +81,6 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         warnings: vec![],
     })?;
 
-    let files = list_files(store.root())?;
     let mut progress = Progress::new(args.json);
     progress.start("reindex", files.len(), 0);
     let mut report = ReindexReport {
@@ -93,7 +94,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
     let n = files.len();
     for (i, rel) in files.iter().enumerate() {
         let path = store.root().join(rel);
-        let mut f = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut f = store
+            .open_stored(rel)
+            .with_context(|| format!("reading {}", path.display()))?;
         let mut h = blake3::Hasher::new();
         let mut head = Vec::new();
         let mut size = 0u64;
