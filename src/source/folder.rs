@@ -306,6 +306,7 @@ impl Read for FolderReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn lists_files_and_skips_by_rule() {
@@ -360,6 +361,45 @@ mod tests {
             s.open(e, 0).unwrap().read_to_end(&mut got).unwrap();
             assert_eq!(got, want, "{}", e.path);
         }
+    }
+
+    #[test]
+    fn a_file_swapped_after_listing_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"abc").unwrap();
+        for name in ["a.jpg", "b.jpg", "c.jpg", "d.jpg"] {
+            fs::write(d.path().join(name), b"abc").unwrap();
+        }
+        let mut s = FolderSource::open(d.path()).unwrap();
+        let l = s.list().unwrap();
+        fs::remove_file(d.path().join("a.jpg")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("a.jpg")).unwrap();
+        fs::remove_file(d.path().join("b.jpg")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &d.path().join("b.jpg"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        fs::write(outside.path().join("other"), b"abc").unwrap();
+        fs::rename(outside.path().join("other"), d.path().join("c.jpg")).unwrap();
+        let why = |i: usize, s: &mut FolderSource| match s.open(&l.entries[i], 0) {
+            Err(SourceError::File(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{} was opened", l.entries[i].path),
+        };
+        assert!(why(0, &mut s).contains("symbolic link"));
+        assert!(why(1, &mut s).contains("not a regular file"));
+        assert!(why(2, &mut s).contains("another file"));
+        let mut got = String::new();
+        s.open(&l.entries[3], 0)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "abc");
     }
 
     #[test]

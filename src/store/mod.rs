@@ -245,6 +245,17 @@ impl Store {
         }
     }
 
+    /// Removes a temp file made by [`Store::temp_file`], relative to `.offload/tmp` as
+    /// opened. Errors: as `unlinkat(2)`.
+    pub fn remove_temp(&self, temp: &Path) -> io::Result<()> {
+        let (dir, name) = self.temp_at(temp);
+        Ok(rustix::fs::unlinkat(
+            dir,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    }
+
     /// Makes the data of the given (closed) temp files durable. One `syncfs` covers
     /// them all where the filesystem honours it; elsewhere each file is synced.
     pub fn sync_data(&self, files: &[&Path]) -> io::Result<()> {
@@ -621,6 +632,93 @@ mod tests {
             id,
             "identity is stable"
         );
+    }
+
+    fn link_path(e: StoreError) -> PathBuf {
+        match e {
+            StoreError::Link(l) => l.path,
+            other => panic!("not a link error: {other}"),
+        }
+    }
+
+    #[test]
+    fn links_in_the_store_state_are_refused_and_nothing_is_deleted() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        fs::write(victim.path().join("keep"), b"precious").unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        let meta = d.path().canonicalize().unwrap().join(META_DIR);
+        // .offload/tmp
+        fs::remove_dir_all(meta.join("tmp")).unwrap();
+        symlink(victim.path(), meta.join("tmp")).unwrap();
+        for create in [false, true] {
+            let e = Store::open(d.path(), create).err().unwrap();
+            assert_eq!(link_path(e), meta.join("tmp"));
+        }
+        fs::remove_file(meta.join("tmp")).unwrap();
+        // Any of offload's own files.
+        for name in ["catalog.sqlite", "lock", "store.json", "catalog.sqlite.bak"] {
+            let _ = fs::remove_file(meta.join(name));
+            if name == "store.json" {
+                // Without an identity the store is only reachable with `create`.
+                symlink(victim.path().join("keep"), meta.join(name)).unwrap();
+                let e = Store::open(d.path(), true).err().unwrap();
+                assert_eq!(link_path(e), meta.join(name));
+                fs::remove_file(meta.join(name)).unwrap();
+                drop(Store::open(d.path(), true).unwrap());
+                continue;
+            }
+            symlink(victim.path().join("keep"), meta.join(name)).unwrap();
+            let e = Store::open(d.path(), false).err().unwrap();
+            assert_eq!(link_path(e), meta.join(name));
+            fs::remove_file(meta.join(name)).unwrap();
+        }
+        // .offload itself.
+        fs::remove_dir_all(&meta).unwrap();
+        symlink(victim.path(), &meta).unwrap();
+        let e = Store::open(d.path(), true).err().unwrap();
+        assert_eq!(link_path(e), meta);
+        assert_eq!(
+            fs::read_dir(victim.path()).unwrap().count(),
+            1,
+            "nothing created or deleted behind the links"
+        );
+        assert_eq!(fs::read(victim.path().join("keep")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn place_and_list_never_go_through_a_linked_folder() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), true).unwrap();
+        fs::create_dir_all(d.path().join("a")).unwrap();
+        symlink(elsewhere.path(), d.path().join("a/2024")).unwrap();
+        let (p, mut f) = s.temp_file().unwrap();
+        io::Write::write_all(&mut f, b"photo").unwrap();
+        let h = blake3::hash(b"photo");
+        let e = s
+            .place(&p, "a/2024/05/x.jpg", &h, 5, &|_| false)
+            .unwrap_err();
+        let link = beneath::into_link(e).unwrap();
+        assert_eq!(link.path, s.root().join("a/2024"));
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        assert!(p.exists(), "the temp file is left for the sweep");
+        let e = list_files(s.root()).unwrap_err();
+        assert_eq!(beneath::into_link(e).unwrap().path, s.root().join("a/2024"));
+        let e = s.open_stored("a/2024/05/x.jpg").unwrap_err();
+        assert!(beneath::link_of(&e).is_some());
+        // A link under a wanted name is not written through nor adopted: a suffix.
+        fs::write(elsewhere.path().join("same.jpg"), b"photo").unwrap();
+        symlink(elsewhere.path().join("same.jpg"), d.path().join("a/y.jpg")).unwrap();
+        let placed = s.place(&p, "a/y.jpg", &h, 5, &|_| false).unwrap();
+        assert_eq!(
+            placed,
+            Placed::New(with_suffix("a/y.jpg", &h.to_hex()[..8]))
+        );
+        s.sync_dirs(["a/y.jpg"]).unwrap();
+        assert!(s.sync_dirs(["a/2024/05/x.jpg"]).is_err());
     }
 
     #[test]
