@@ -293,6 +293,42 @@ fn year_folder_link_stops_verify_and_reindex() {
 }
 
 #[test]
+fn year_folder_link_in_the_backup_is_not_exported_from() {
+    for _ in 0..iterations() {
+        let s = Scratch::new();
+        roll(&s, "roll", "first", 3);
+        let dest = s.path("dest");
+        s.backup_from("roll", &dest).ok();
+        let year = year_folder(&dest);
+        let elsewhere = s.path("elsewhere-2024");
+        fs::rename(&year, &elsewhere).unwrap();
+        symlink(&elsewhere, &year).unwrap();
+        let out = s.path("out");
+        let r = s.run(&[
+            "export",
+            "--from-store",
+            dest.to_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        // Each file behind the link fails, naming it; nothing is exported.
+        r.code(1);
+        let j = r.json();
+        let failed = j["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 3, "{j}");
+        for f in failed {
+            let why = f["reason"].as_str().unwrap();
+            assert!(
+                why.contains(&year.display().to_string()) && why.contains("symbolic link"),
+                "{why}"
+            );
+        }
+        assert!(snapshot(&out).is_empty(), "{:?}", snapshot(&out).keys());
+    }
+}
+
+#[test]
 fn year_folder_link_stops_export() {
     for _ in 0..iterations() {
         let s = Scratch::new();

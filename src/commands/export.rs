@@ -301,6 +301,12 @@ impl Exporter<'_> {
         }
         // Read-only and without the store's lock: stored files never change once placed.
         let catalog = Catalog::open_read_only(&catalog_path)?;
+        let store_fd = beneath::open_root(dest).map_err(|e| {
+            fail(
+                Exit::NoSource,
+                format!("Cannot read the backup {}: {e}", dest.display()),
+            )
+        })?;
         let files = catalog.stored_with_facts()?;
         let known: Vec<(Categories, Option<jiff::civil::DateTime>)> = files
             .iter()
@@ -358,11 +364,15 @@ impl Exporter<'_> {
             let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
             let follows = still_of(i).map(|s| files[s].path.clone());
             let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());
-            let result = File::open(dest.join(&f.path)).map_err(|e| {
-                CopyError::Source(SourceError::File(format!(
-                    "cannot be read from the backup: {e}"
-                )))
-            });
+            // Never through a link inside the backup: what it leads to is not the
+            // stored copy.
+            let result =
+                beneath::open_file(store_fd.as_fd(), dest, Path::new(&f.path), OFlags::RDONLY)
+                    .map_err(|e| {
+                        CopyError::Source(SourceError::File(format!(
+                            "cannot be read from the backup: {e}"
+                        )))
+                    });
             let fields_category = f.category.clone();
             let device = f.device.clone();
             let written = result.and_then(|mut file| {
