@@ -17,8 +17,9 @@ use super::{
 };
 
 /// Why a listed file that became a symbolic link is not read.
-const CHANGED_TO_LINK: &str = "was replaced by a symbolic link after it was listed: \
-     not followed (a link could lead anywhere). Run the backup again to see what is there now.";
+const CHANGED_TO_LINK: &str = "was replaced (or a folder it is in was) by a symbolic link after \
+     it was listed: not followed, a link could lead anywhere. Run the backup again to see what \
+     is there now.";
 
 pub struct FolderSource {
     root: PathBuf,
@@ -234,7 +235,7 @@ impl Source for FolderSource {
         // (its target could be anything, /etc/passwd say), and never wait on a FIFO
         // (O_NONBLOCK makes its open return at once); then only the very file that
         // was listed, a regular file, is read.
-        let f = beneath::open_file(
+        let mut f = beneath::open_file(
             self.root_fd.as_fd(),
             &self.root,
             &listed.rel,
@@ -258,7 +259,6 @@ impl Source for FolderSource {
         }
         // Reads of a regular file never block anyway; clear the flag all the same.
         rustix::fs::fcntl_setfl(&f, OFlags::empty()).map_err(|e| self.classify(e.into()))?;
-        let mut f = f;
         if offset > 0 {
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| self.classify(e))?;
