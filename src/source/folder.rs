@@ -378,7 +378,7 @@ mod tests {
         fs::remove_file(d.path().join("b.jpg")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &d.path().join("b.jpg"),
+            d.path().join("b.jpg"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
