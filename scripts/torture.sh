@@ -4,7 +4,9 @@
 #
 #   kill -9 at pseudo-random instants (folder, virtual Android, virtual iPhone), unplugs
 #   at pseudo-random byte offsets, a destination that fills up, turns read-only or
-#   disappears mid-run (these need root), hostile names, sizes and dates, hostile media.
+#   disappears mid-run (these need root), hostile names, sizes and dates, hostile media;
+#   then tests/safety_store.rs (symbolic links inside the store, files swapped between
+#   listing and reading) as many rounds.
 #
 # Usage: scripts/torture.sh [ROUNDS] [FUZZ_SECONDS_PER_TARGET]
 #   ROUNDS (default 50): OFFLOAD_TORTURE_ITERATIONS; the mounted-filesystem tests run a
@@ -26,6 +28,12 @@ OFFLOAD_TORTURE_ITERATIONS=$rounds OFFLOAD_TORTURE_SEED=$seed OFFLOAD_TORTURE_RE
   cargo test --test torture -- --nocapture 2>&1 | tee "$test_log" |
   grep --line-buffered -E '^(torture:|test |test result)|SKIPPED'
 status=${PIPESTATUS[0]}
+# Symbolic links inside the store and files swapped after listing, as many rounds.
+OFFLOAD_TORTURE_ITERATIONS=$rounds cargo test --test safety_store 2>&1 | tee -a "$test_log" |
+  grep --line-buffered -E '^(test |test result)|SKIPPED'
+if [ "${PIPESTATUS[0]}" != 0 ]; then
+  status=1
+fi
 set -e
 tests_done=$(date +%s)
 if [ "$status" != 0 ]; then

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, Counts, CATALOG_FILE, REINDEX_NOTE};
 use crate::error::{fail, Exit};
-use crate::store::fsinfo::{rename_noreplace, sync_dir};
+use crate::store::fsinfo::{rename_noreplace_at, sync_dir};
 use crate::store::{Store, IDENTITY_FILE, META_DIR};
 
 /// The copy of the catalog made after each run, in `.offload/`.
@@ -370,4 +370,32 @@ pub fn set_aside(store: &Store, label: &str) -> Result<Option<PathBuf>> {
         "no free name to set the catalog aside in {}",
         store.meta_path("").display()
     )
+}
+
+/// Renames the file `from` to `to` (both in `.offload/`, whose links `Store::open`
+/// refused) unless `to` exists: `Ok(false)` then. The folders are opened without
+/// following a link, and the rename never replaces anything.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use rustix::fs::{open, Mode, OFlags};
+    use std::os::fd::AsFd;
+    let split = |p: &Path| -> std::io::Result<(PathBuf, PathBuf)> {
+        match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => Ok((dir.to_path_buf(), PathBuf::from(name))),
+            _ => Err(std::io::Error::other(format!(
+                "{} names no file",
+                p.display()
+            ))),
+        }
+    };
+    let dir = |d: &Path| {
+        open(
+            d,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+    };
+    let ((from_dir, from_name), (to_dir, to_name)) = (split(from)?, split(to)?);
+    let (a, b) = (dir(&from_dir)?, dir(&to_dir)?);
+    rename_noreplace_at(a.as_fd(), &from_name, b.as_fd(), &to_name)
 }

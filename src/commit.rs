@@ -242,11 +242,11 @@ impl<'a> Batch<'a> {
         }
         let tags = categories.tag_names();
         if !keep {
-            std::fs::remove_file(&copied.temp)?;
+            self.store.remove_temp(&copied.temp)?;
             return Ok(Outcome::Filtered);
         }
         if duplicate {
-            std::fs::remove_file(&copied.temp)?;
+            self.store.remove_temp(&copied.temp)?;
             if is_still {
                 let placed = self.catalog.path_of_hash(&hex)?;
                 if let Some(s) = self.stills.get_mut(&entry.path) {

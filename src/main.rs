@@ -7,6 +7,7 @@
 mod out;
 
 mod argv;
+mod beneath;
 mod catalog;
 mod catalog_files;
 mod cli;
@@ -52,6 +53,12 @@ fn main() -> ExitCode {
             if let Some(fail) = err.downcast_ref::<Fail>() {
                 errln!("offload: {}", fail.message);
                 return ExitCode::from(fail.code as u8);
+            }
+            // A symbolic link inside the store, met by any command: the destination
+            // cannot be used until it is removed.
+            if let Some(link) = beneath::link_in(&err) {
+                eprintln!("offload: {link}");
+                return ExitCode::from(Exit::Destination as u8);
             }
             // A closed pipe (`offload status | head`) is not an error worth a word.
             if let Some(io) = err.downcast_ref::<std::io::Error>() {

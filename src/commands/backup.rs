@@ -692,6 +692,9 @@ fn dest_failure(store: &Store, e: &anyhow::Error, saved: u64, left: u64) -> anyh
     let dest = store.root().display();
     let mount = store.fs.mount_point.display();
     let kept = format!("{saved} files were saved; nothing partial was kept.");
+    if let Some(link) = crate::beneath::link_in(e) {
+        return fail(Exit::Destination, format!("{link} {kept}"));
+    }
     let message = match dest_problem(store, e) {
         DestProblem::Full => {
             let free = crate::store::fsinfo::FsInfo::of(store.root())

@@ -9,15 +9,19 @@
 //! keeps its name and the new one gets a suffix from its content.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
+use rustix::fs::{AtFlags, OFlags};
 use serde::Serialize;
 
+use crate::beneath;
 use crate::catalog::{Catalog, CloudOnly, StoredFile, CATALOG_FILE};
 use crate::cli::{ExportArgs, HeicTarget};
 use crate::commands::backup::{cloud_record, cloud_records};
@@ -85,34 +89,44 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The export folder, locked for this run, with its work folder for temp files.
+/// The export folder, locked for this run, with its work folder for temp files. The
+/// work folder is made, swept and removed relative to descriptors, never through a
+/// link (a link in its place would have the sweep delete what it points to).
 struct ExportDir {
     root: PathBuf,
     work: PathBuf,
+    root_fd: OwnedFd,
+    work_fd: OwnedFd,
     lock: Option<File>,
     counter: AtomicU64,
 }
 
 impl ExportDir {
     /// Creates `root` if needed, takes its lock and clears what an interrupted export
-    /// left in the work folder.
+    /// left in the work folder. Errors (exit 4): the folder cannot be used, the work
+    /// folder or its lock is a symbolic link, another export holds the lock.
     fn open(root: &Path) -> Result<ExportDir> {
-        let unusable = |e: io::Error| {
-            fail(
+        let unusable = |e: io::Error| match beneath::link_of(&e) {
+            Some(link) => fail(Exit::Destination, link.to_string()),
+            None => fail(
                 Exit::Destination,
                 format!("The export folder {} cannot be used: {e}", root.display()),
-            )
+            ),
         };
         fs::create_dir_all(root).map_err(unusable)?;
         let root = root.canonicalize().map_err(unusable)?;
         let work = root.join(WORK_DIR);
-        fs::create_dir_all(&work).map_err(unusable)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(work.join("lock"))
-            .map_err(unusable)?;
+        let root_fd = beneath::open_root(&root).map_err(unusable)?;
+        let work_fd =
+            beneath::create_dirs(root_fd.as_fd(), &root, Path::new(WORK_DIR)).map_err(unusable)?;
+        let lock = beneath::open_in(
+            work_fd.as_fd(),
+            OsStr::new("lock"),
+            OFlags::WRONLY | OFlags::CREATE,
+            0o666,
+            &work.join("lock"),
+        )
+        .map_err(unusable)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -126,15 +140,16 @@ impl ExportDir {
             }
             Err(fs::TryLockError::Error(e)) => return Err(unusable(e)),
         }
-        for e in fs::read_dir(&work).map_err(unusable)? {
-            let e = e.map_err(unusable)?;
-            if e.file_name() != "lock" {
-                let _ = fs::remove_file(e.path());
+        for (name, kind) in beneath::entries(work_fd.as_fd()).map_err(unusable)? {
+            if name != "lock" && !kind.is_dir() {
+                let _ = rustix::fs::unlinkat(&work_fd, &name, AtFlags::empty());
             }
         }
         Ok(ExportDir {
             root,
             work,
+            root_fd,
+            work_fd,
             lock: Some(lock),
             counter: AtomicU64::new(0),
         })
@@ -142,20 +157,24 @@ impl ExportDir {
 
     /// Removes the work folder: the export folder is left holding the photos only.
     fn finish(mut self) {
-        let _ = fs::remove_file(self.work.join("lock"));
+        let _ = rustix::fs::unlinkat(&self.work_fd, "lock", AtFlags::empty());
         self.lock.take();
-        let _ = fs::remove_dir(&self.work);
+        let _ = rustix::fs::unlinkat(&self.root_fd, WORK_DIR, AtFlags::REMOVEDIR);
     }
 }
 
 impl TempFiles for ExportDir {
     fn temp_file(&self) -> io::Result<(PathBuf, File)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.work.join(format!("{}-{n}.part", std::process::id()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let name = format!("{}-{n}.part", std::process::id());
+        let path = self.work.join(&name);
+        let f = beneath::open_in(
+            self.work_fd.as_fd(),
+            OsStr::new(&name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            0o666,
+            &path,
+        )?;
         Ok((path, f))
     }
 }
@@ -323,6 +342,12 @@ impl Exporter<'_> {
         }
         // Read-only and without the store's lock: stored files never change once placed.
         let catalog = Catalog::open_read_only(&catalog_path)?;
+        let store_fd = beneath::open_root(dest).map_err(|e| {
+            fail(
+                Exit::NoSource,
+                format!("Cannot read the backup {}: {e}", dest.display()),
+            )
+        })?;
         let files = catalog.stored_with_facts()?;
         let known: Vec<(Categories, Option<jiff::civil::DateTime>)> = files
             .iter()
@@ -384,11 +409,15 @@ impl Exporter<'_> {
             let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
             let follows = still_of(i).map(|s| files[s].path.clone());
             let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());
-            let result = File::open(dest.join(&f.path)).map_err(|e| {
-                CopyError::Source(SourceError::File(format!(
-                    "cannot be read from the backup: {e}"
-                )))
-            });
+            // Never through a link inside the backup: what it leads to is not the
+            // stored copy.
+            let result =
+                beneath::open_file(store_fd.as_fd(), dest, Path::new(&f.path), OFlags::RDONLY)
+                    .map_err(|e| {
+                        CopyError::Source(SourceError::File(format!(
+                            "cannot be read from the backup: {e}"
+                        )))
+                    });
             let fields_category = f.category.clone();
             let device = f.device.clone();
             let written = result.and_then(|mut file| {
@@ -587,14 +616,17 @@ impl Exporter<'_> {
                 reason: e.to_string(),
             }),
             Err(CopyError::Dest(e)) => {
+                let what = match beneath::link_of(&e) {
+                    Some(link) => link.to_string(),
+                    None => format!("Writing to {} failed: {e}.", self.out.root.display()),
+                };
                 return Err(fail(
                     Exit::Destination,
                     format!(
-                    "Writing to {} failed: {e}. {} files were exported; nothing partial was kept.",
-                    self.out.root.display(),
-                    self.report.exported
-                ),
-                ))
+                        "{what} {} files were exported; nothing partial was kept.",
+                        self.report.exported
+                    ),
+                ));
             }
         }
         Ok(false)

@@ -32,7 +32,7 @@ use crate::source::detect::{detect, DetectOptions};
 use crate::source::{Delete, Entry, SourceError, SourceKind};
 use crate::stop::Stop;
 use crate::store::fsinfo::human_bytes;
-use crate::store::{hash_from_disk, Store};
+use crate::store::Store;
 use crate::term::shown;
 
 #[derive(Serialize)]
@@ -291,7 +291,7 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
                     shown(&abs.to_string_lossy())
                 );
                 res.stored_copies_hashed += 1;
-                match hash_from_disk(&abs, &mut buf, &mut |_| {}) {
+                match stores[i].0.hash_stored(&path, &mut buf, &mut |_| {}) {
                     Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => {
                         copies.push(Copy {
                             path: abs.display().to_string(),

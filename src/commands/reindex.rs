@@ -6,7 +6,6 @@
 //! its files once more to learn them again, and stores no second copy of anything
 //! (their content is already known).
 
-use std::fs::File;
 use std::io::Read;
 
 use anyhow::{Context, Result};
@@ -71,6 +70,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         other => fail(Exit::Destination, other.to_string()),
     })?;
     crate::catalog_files::check_writable(&store)?;
+    // Walked before the old catalog is moved aside: a store that cannot be walked
+    // (a link inside it) keeps its catalog.
+    let files = list_files(store.root())?;
     let catalog_path = store.meta_path(CATALOG_FILE);
     // A rebuild that was stopped goes on where it stopped.
     let resuming = catalog_path.exists() && is_unfinished_rebuild(&catalog_path);
@@ -98,7 +100,6 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         warnings: vec![],
     })?;
 
-    let files = list_files(store.root())?;
     let mut progress = Progress::new(args.json);
     progress.start("reindex", files.len(), 0);
     let mut report = ReindexReport {
@@ -125,7 +126,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             continue;
         }
         let path = store.root().join(rel);
-        let mut f = File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut f = store
+            .open_stored(rel)
+            .with_context(|| format!("reading {}", path.display()))?;
         let mut h = blake3::Hasher::new();
         let mut head = Vec::new();
         let mut size = 0u64;

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::beneath::link_of;
 use crate::cli::VerifyArgs;
 use crate::config;
 use crate::error::{fail, Exit};
@@ -102,9 +103,9 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         }
         progress.current(path);
         report.checked += 1;
-        match crate::store::hash_from_disk(&store.root().join(path), &mut buf, &mut |b| {
-            progress.advance(b)
-        }) {
+        match store.hash_stored(path, &mut buf, &mut |b| progress.advance(b)) {
+            // A link inside the store: what it leads to is not the stored copy.
+            Err(e) if link_of(&e).is_some() => return Err(fail(Exit::Destination, e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push(Problem {
                 path: path.clone(),
                 problem: "missing from the store".into(),

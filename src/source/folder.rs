@@ -4,17 +4,40 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::OFlags;
+
+use crate::beneath;
 
 use super::{
     skip_reason, DeviceInfo, Entry, FileRead, Listing, Skipped, Source, SourceError, SourceKind,
 };
 
+/// Why a listed file that became a symbolic link is not read.
+const CHANGED_TO_LINK: &str = "was replaced (or a folder it is in was) by a symbolic link after \
+     it was listed: not followed, a link could lead anywhere. Run the backup again to see what \
+     is there now.";
+
 pub struct FolderSource {
     root: PathBuf,
+    /// The folder as opened: every file is reached from it, never through a link.
+    root_fd: OwnedFd,
     info: DeviceInfo,
-    /// Entry path → real path, because a name that is not UTF-8 has no exact `String`.
-    real: HashMap<String, PathBuf>,
+    /// Entry path → the file as listed, because a name that is not UTF-8 has no exact
+    /// `String`, and because only that very file may be read.
+    real: HashMap<String, Listed>,
+}
+
+/// A file as the listing saw it.
+struct Listed {
+    /// Its path relative to the folder.
+    rel: PathBuf,
+    /// Its identity (device, inode), which the opened file must have.
+    dev: u64,
+    ino: u64,
 }
 
 impl FolderSource {
@@ -36,6 +59,9 @@ impl FolderSource {
         std::fs::read_dir(&canon).map_err(|e| {
             SourceError::Blocked(format!("Cannot read the folder {}: {e}", canon.display()))
         })?;
+        let root_fd = beneath::open_root(&canon).map_err(|e| {
+            SourceError::Blocked(format!("Cannot read the folder {}: {e}", canon.display()))
+        })?;
         let info = DeviceInfo {
             id: format!("folder:{}", canon.display()),
             kind: SourceKind::Folder,
@@ -48,6 +74,7 @@ impl FolderSource {
         };
         Ok(FolderSource {
             root: canon,
+            root_fd,
             info,
             real: HashMap::new(),
         })
@@ -177,9 +204,20 @@ impl Source for FolderSource {
                 .and_then(|t| jiff::Timestamp::try_from(t).ok())
                 .map(|t| t.as_second())
                 .unwrap_or(0);
-            self.real.insert(rel.clone(), item.path().to_path_buf());
+            let listed = Listed {
+                rel: item
+                    .path()
+                    .strip_prefix(&self.root)
+                    .unwrap_or(item.path())
+                    .to_path_buf(),
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            self.real.insert(rel.clone(), listed);
             listing.entries.push(Entry::new(rel, meta.len(), mtime));
         }
+        #[cfg(feature = "sim")]
+        crate::sim::pause_after_listing();
         Ok(listing)
     }
 
@@ -188,12 +226,39 @@ impl Source for FolderSource {
         entry: &Entry,
         offset: u64,
     ) -> Result<Box<dyn FileRead + 'a>, SourceError> {
-        let path = self
-            .real
-            .get(&entry.path)
-            .cloned()
-            .unwrap_or_else(|| self.root.join(&entry.path));
-        let mut f = File::open(&path).map_err(|e| self.classify(e))?;
+        let Some(listed) = self.real.get(&entry.path) else {
+            return Err(SourceError::File(
+                "is not in this folder's listing: list the folder again".into(),
+            ));
+        };
+        // The file may have been swapped since it was listed: never follow a link
+        // (its target could be anything, /etc/passwd say), and never wait on a FIFO
+        // (O_NONBLOCK makes its open return at once); then only the very file that
+        // was listed, a regular file, is read.
+        let mut f = beneath::open_file(
+            self.root_fd.as_fd(),
+            &self.root,
+            &listed.rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+        )
+        .map_err(|e| match beneath::link_of(&e) {
+            Some(_) => SourceError::File(CHANGED_TO_LINK.into()),
+            None => self.classify(e),
+        })?;
+        let meta = f.metadata().map_err(|e| self.classify(e))?;
+        if !meta.is_file() || meta.dev() != listed.dev || meta.ino() != listed.ino {
+            let now = if meta.is_file() {
+                "another file"
+            } else {
+                "not a regular file"
+            };
+            return Err(SourceError::File(format!(
+                "was replaced after it was listed (it is now {now}): not read. Run the backup \
+                 again to read what is there now."
+            )));
+        }
+        // Reads of a regular file never block anyway; clear the flag all the same.
+        rustix::fs::fcntl_setfl(&f, OFlags::empty()).map_err(|e| self.classify(e.into()))?;
         if offset > 0 {
             f.seek(SeekFrom::Start(offset))
                 .map_err(|e| self.classify(e))?;
@@ -241,6 +306,7 @@ impl Read for FolderReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn lists_files_and_skips_by_rule() {
@@ -295,6 +361,45 @@ mod tests {
             s.open(e, 0).unwrap().read_to_end(&mut got).unwrap();
             assert_eq!(got, want, "{}", e.path);
         }
+    }
+
+    #[test]
+    fn a_file_swapped_after_listing_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"abc").unwrap();
+        for name in ["a.jpg", "b.jpg", "c.jpg", "d.jpg"] {
+            fs::write(d.path().join(name), b"abc").unwrap();
+        }
+        let mut s = FolderSource::open(d.path()).unwrap();
+        let l = s.list().unwrap();
+        fs::remove_file(d.path().join("a.jpg")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("a.jpg")).unwrap();
+        fs::remove_file(d.path().join("b.jpg")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.path().join("b.jpg"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        fs::write(outside.path().join("other"), b"abc").unwrap();
+        fs::rename(outside.path().join("other"), d.path().join("c.jpg")).unwrap();
+        let why = |i: usize, s: &mut FolderSource| match s.open(&l.entries[i], 0) {
+            Err(SourceError::File(m)) => m,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("{} was opened", l.entries[i].path),
+        };
+        assert!(why(0, &mut s).contains("symbolic link"));
+        assert!(why(1, &mut s).contains("not a regular file"));
+        assert!(why(2, &mut s).contains("another file"));
+        let mut got = String::new();
+        s.open(&l.entries[3], 0)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "abc");
     }
 
     #[test]

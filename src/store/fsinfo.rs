@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 /// The filesystem holding a path, as the kernel reports it.
@@ -134,51 +135,55 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Renames `from` to `to` only if `to` does not exist. Returns `Ok(false)` when it
-/// exists. Uses `renameat2(RENAME_NOREPLACE)`; where the filesystem lacks it, a hard
-/// link (atomic, fails on an existing name) and then, where links are unsupported
-/// too (FAT, exFAT), a check and a plain rename, which is safe because the store lock
-/// makes this process the only writer.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
-    use rustix::fs::{renameat_with, RenameFlags, CWD};
-    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+/// Renames `from` (relative to the folder `from_dir`) to `to` (relative to `to_dir`)
+/// only if `to` does not exist; a link named `to` counts as existing and is left as it
+/// is. Returns `Ok(false)` when it exists. Uses `renameat2(RENAME_NOREPLACE)`; where the
+/// filesystem lacks it, a hard link (atomic, fails on an existing name) and then, where
+/// links are unsupported too (FAT, exFAT), a check and a plain rename, which is safe
+/// because the store lock makes this process the only writer.
+pub fn rename_noreplace_at(
+    from_dir: BorrowedFd<'_>,
+    from: &Path,
+    to_dir: BorrowedFd<'_>,
+    to: &Path,
+) -> io::Result<bool> {
+    use rustix::fs::{linkat, renameat, renameat_with, statat, unlinkat, AtFlags, RenameFlags};
+    use rustix::io::Errno;
+    match renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
         Ok(()) => return Ok(true),
-        Err(rustix::io::Errno::EXIST) => return Ok(false),
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {}
+        Err(Errno::EXIST) => return Ok(false),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
         Err(e) => return Err(e.into()),
     }
-    match std::fs::hard_link(from, to) {
+    match linkat(from_dir, from, to_dir, to, AtFlags::empty()) {
         Ok(()) => {
-            std::fs::remove_file(from)?;
+            unlinkat(from_dir, from, AtFlags::empty())?;
             return Ok(true);
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(Errno::EXIST) => return Ok(false),
         Err(_) => {}
     }
-    if to.symlink_metadata().is_ok() {
+    if statat(to_dir, to, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
         return Ok(false);
     }
-    std::fs::rename(from, to)?;
+    renameat(from_dir, from, to_dir, to)?;
     Ok(true)
 }
 
 /// Makes a directory's entries (new names, renames) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir)?.sync_all() {
+    sync_dir_fd(File::open(dir)?.as_fd())
+}
+
+/// [`sync_dir`] for a folder already open.
+pub fn sync_dir_fd(dir: BorrowedFd<'_>) -> io::Result<()> {
+    match rustix::fs::fsync(dir) {
         // Some filesystems (FUSE, vfat on old kernels) refuse fsync on a directory;
         // the data itself was synced, and there is nothing more to ask of them.
-        Err(e)
-            if [
-                rustix::io::Errno::INVAL,
-                rustix::io::Errno::NOSYS,
-                rustix::io::Errno::NOTSUP,
-            ]
-            .iter()
-            .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
-        {
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {
             Ok(())
         }
-        other => other,
+        other => other.map_err(Into::into),
     }
 }
 
@@ -226,6 +231,8 @@ mod tests {
 
     #[test]
     fn noreplace_never_replaces() {
+        let rename_noreplace =
+            |a: &Path, b: &Path| rename_noreplace_at(rustix::fs::CWD, a, rustix::fs::CWD, b);
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a");
         let b = d.path().join("b");

@@ -11,19 +11,25 @@ pub mod fsinfo;
 pub mod names;
 pub mod template;
 
-use std::fs::{self, File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 
 use self::fsinfo::FsInfo;
 use self::names::split_ext;
+use crate::beneath::{self, Link};
 
 /// Name of the folder inside the store that holds its own state.
 pub const META_DIR: &str = ".offload";
 pub const IDENTITY_FILE: &str = "store.json";
+const TMP_DIR: &str = "tmp";
+const LOCK_FILE: &str = "lock";
 
 /// Why a store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +44,22 @@ pub enum StoreError {
     /// drive that is not plugged in.
     #[error("{0} is not an offload backup (no .offload/store.json): is the drive plugged in and mounted? To start a new backup there, run `offload backup --to {0}` once.")]
     NotAStore(PathBuf),
+    /// A symbolic link where the store has a folder or a file of its own
+    /// (`.offload`, `.offload/tmp`, the catalog...): nothing was written or deleted.
+    #[error("{0}")]
+    Link(Link),
     #[error("The destination {path} cannot be used: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Maps an error about `path` to a `StoreError`: a [`Link`] it carries stays one.
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| match beneath::into_link(source) {
+        Ok(link) => StoreError::Link(link),
+        Err(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
     }
 }
 
@@ -58,13 +72,20 @@ pub struct Identity {
 }
 
 /// An open store, locked for writing by this process until dropped.
+///
+/// Everything inside it is reached from the descriptors opened here, one name at a
+/// time and never through a symbolic link ([`beneath`]): a link put where a folder
+/// belongs is refused, not written through, and nothing outside the store is deleted.
 pub struct Store {
     root: PathBuf,
     tmp: PathBuf,
     /// Held open to keep the lock; released by the kernel even on `kill -9`.
     _lock: File,
-    /// Any file on the store's filesystem, for `syncfs`.
+    /// The store's folder as opened: what everything inside is reached from, the
+    /// filesystem `syncfs` flushes, and the identity `still_there` compares.
     root_fd: File,
+    /// `.offload/tmp`, where temp files are made and swept.
+    tmp_fd: OwnedFd,
     pub fs: FsInfo,
     counter: AtomicU64,
 }
@@ -82,9 +103,14 @@ pub enum Placed {
 impl Store {
     /// Opens the store at `root`, creating it (folder and `.offload/`) when `create` is
     /// set, takes the single-writer lock and sweeps temp files a crashed run left.
+    /// `root` itself may be reached through a link (it is the path the user gave);
+    /// nothing inside it is.
     ///
-    /// Errors: `Missing` when `root` does not exist and `create` is false; `Locked`
-    /// when another run holds the store; `Io` for anything the filesystem refuses.
+    /// Errors: `Missing` when `root` does not exist and `create` is false; `NotAStore`
+    /// when it holds no `.offload/store.json` and `create` is false; `Link` when
+    /// `.offload`, `.offload/tmp` or any name directly in `.offload` is a symbolic link
+    /// (nothing is written, nothing deleted); `Locked` when another run holds the
+    /// store; `Io` for anything the filesystem refuses.
     pub fn open(root: &Path, create: bool) -> Result<Store, StoreError> {
         if !root.exists() {
             if !create {
@@ -93,32 +119,69 @@ impl Store {
             fs::create_dir_all(root).map_err(io_err(root))?;
         }
         let root = root.canonicalize().map_err(io_err(root))?;
-        let meta = root.join(META_DIR);
-        if !create && !meta.join(IDENTITY_FILE).exists() {
+        let root_fd = File::from(beneath::open_root(&root).map_err(io_err(&root))?);
+        let meta_path = root.join(META_DIR);
+        let meta = if create {
+            beneath::create_dirs(root_fd.as_fd(), &root, Path::new(META_DIR))
+        } else {
+            beneath::open_dir(root_fd.as_fd(), &root, Path::new(META_DIR))
+        };
+        let meta = match meta {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotAStore(root))
+            }
+            other => other.map_err(io_err(&meta_path))?,
+        };
+        // Offload makes no links in `.offload/`: one there (a catalog, lock or
+        // temp folder pointing elsewhere) would have offload write or delete outside
+        // the store, so the store is refused before anything is opened by name.
+        for (name, kind) in beneath::entries(meta.as_fd()).map_err(io_err(&meta_path))? {
+            if kind.is_symlink() {
+                return Err(StoreError::Link(Link {
+                    path: meta_path.join(&name),
+                    expected: if name == TMP_DIR {
+                        beneath::Expected::Folder
+                    } else {
+                        beneath::Expected::File
+                    },
+                }));
+            }
+            if !create && name == IDENTITY_FILE && !kind.is_file() {
+                return Err(StoreError::NotAStore(root));
+            }
+        }
+        if !create
+            && beneath::kind_at(meta.as_fd(), OsStr::new(IDENTITY_FILE))
+                .map_err(io_err(&meta_path))?
+                .is_none()
+        {
             return Err(StoreError::NotAStore(root));
         }
-        let tmp = meta.join("tmp");
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let lock_path = meta.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let tmp = meta_path.join(TMP_DIR);
+        let tmp_fd = beneath::create_dirs(meta.as_fd(), &meta_path, Path::new(TMP_DIR))
+            .map_err(io_err(&tmp))?;
+        let lock_path = meta_path.join(LOCK_FILE);
+        let lock = beneath::open_in(
+            meta.as_fd(),
+            OsStr::new(LOCK_FILE),
+            OFlags::WRONLY | OFlags::CREATE,
+            0o666,
+            &lock_path,
+        )
+        .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(root)),
             Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        load_or_create_identity(&meta)?;
-        let root_fd = File::open(&root).map_err(io_err(&root))?;
+        load_or_create_identity(meta.as_fd(), &meta_path)?;
         let fs = FsInfo::of(&root).map_err(io_err(&root))?;
         let store = Store {
             root,
             tmp,
             _lock: lock,
             root_fd,
+            tmp_fd,
             fs,
             counter: AtomicU64::new(0),
         };
@@ -146,19 +209,11 @@ impl Store {
         self.root.join(META_DIR).join(name)
     }
 
-    /// Removes what an interrupted run left in `.offload/tmp/`. Safe because the lock
-    /// is held: no other run is writing there.
+    /// Removes what an interrupted run left in `.offload/tmp/`, relative to the folder's
+    /// descriptor (a link left there is removed as a link). Safe because the lock is
+    /// held: no other run is writing there.
     fn sweep_tmp(&self) -> io::Result<usize> {
-        let mut n = 0;
-        for e in fs::read_dir(&self.tmp)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                fs::remove_dir_all(e.path())?;
-            } else {
-                fs::remove_file(e.path())?;
-            }
-            n += 1;
-        }
+        let n = beneath::remove_contents(self.tmp_fd.as_fd())?;
         if n > 0 {
             tracing::info!("removed {n} temporary files left by an interrupted run");
         }
@@ -166,15 +221,40 @@ impl Store {
     }
 
     /// Creates a new, empty temp file on the store's filesystem (so that the final
-    /// rename is atomic).
+    /// rename is atomic), in `.offload/tmp` as opened. Returns its path (for messages
+    /// and for [`Store::place`]) and the file.
     pub fn temp_file(&self) -> io::Result<(PathBuf, File)> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let path = self.tmp.join(format!("{}-{n}.part", std::process::id()));
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let name = format!("{}-{n}.part", std::process::id());
+        let path = self.tmp.join(&name);
+        let f = beneath::open_in(
+            self.tmp_fd.as_fd(),
+            OsStr::new(&name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            0o666,
+            &path,
+        )?;
         Ok((path, f))
+    }
+
+    /// The folder a temp file is reached from and its name there: `.offload/tmp` as
+    /// opened for the store's own temp files, the working directory for any other path.
+    fn temp_at<'a>(&'a self, temp: &'a Path) -> (BorrowedFd<'a>, &'a Path) {
+        match (temp.parent(), temp.file_name()) {
+            (Some(dir), Some(name)) if dir == self.tmp => (self.tmp_fd.as_fd(), Path::new(name)),
+            _ => (rustix::fs::CWD, temp),
+        }
+    }
+
+    /// Removes a temp file made by [`Store::temp_file`], relative to `.offload/tmp` as
+    /// opened. Errors: as `unlinkat(2)`.
+    pub fn remove_temp(&self, temp: &Path) -> io::Result<()> {
+        let (dir, name) = self.temp_at(temp);
+        Ok(rustix::fs::unlinkat(
+            dir,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
     }
 
     /// Makes the data of the given (closed) temp files durable. One `syncfs` covers
@@ -184,7 +264,10 @@ impl Store {
             fsinfo::syncfs(&self.root_fd)
         } else {
             // fsync flushes the file's pages whichever descriptor asks.
-            files.iter().try_for_each(|p| File::open(p)?.sync_data())
+            files.iter().try_for_each(|p| {
+                let (dir, name) = self.temp_at(p);
+                beneath::open_in(dir, name.as_os_str(), OFlags::RDONLY, 0, p)?.sync_data()
+            })
         }
     }
 
@@ -194,6 +277,10 @@ impl Store {
     /// gets a suffix from the content hash, `IMG_0001~1a2b3c4d.JPG`, then a counter.
     /// Returns the final name; the caller syncs the directories it returns in batch
     /// with [`Store::sync_dirs`].
+    ///
+    /// Errors: a [`Link`] when a folder of `wanted` is a symbolic link (nothing is
+    /// written through it); `NotFound` when the store's drive went away; else as the
+    /// filesystem says.
     pub fn place(
         &self,
         temp: &Path,
@@ -211,45 +298,94 @@ impl Store {
                 format!("{} is no longer the store's drive", self.root.display()),
             ));
         }
-        place_into(&self.root, temp, wanted, hash, size, taken)
+        let (from_dir, from) = self.temp_at(temp);
+        place_at(
+            self.root_fd.as_fd(),
+            &self.root,
+            (from_dir, from),
+            wanted,
+            hash,
+            size,
+            taken,
+        )
     }
 
     /// Syncs the parent folders of the given store-relative paths (each once), so that
-    /// the renames into them survive a power cut.
+    /// the renames into them survive a power cut. Errors: a [`Link`] when one of those
+    /// folders is a symbolic link; else as `fsync`.
     pub fn sync_dirs<'a>(&self, rel_paths: impl IntoIterator<Item = &'a str>) -> io::Result<()> {
-        let mut dirs: Vec<PathBuf> = rel_paths
-            .into_iter()
-            .filter_map(|p| self.root.join(p).parent().map(Path::to_path_buf))
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        // New folders were linked into their own parents: sync those up to the root.
-        let mut all = dirs.clone();
-        for d in &dirs {
-            let mut p = d.as_path();
-            while let Some(parent) = p.parent() {
-                if !parent.starts_with(&self.root) {
-                    break;
-                }
-                all.push(parent.to_path_buf());
-                if parent == self.root {
-                    break;
-                }
-                p = parent;
+        // New folders were linked into their own parents: sync those up to the root
+        // (the empty path).
+        let mut all: Vec<&Path> = Vec::new();
+        for p in rel_paths {
+            let mut dir = Path::new(p).parent();
+            while let Some(d) = dir {
+                all.push(d);
+                dir = d.parent();
             }
         }
         all.sort();
         all.dedup();
-        all.iter().try_for_each(|d| fsinfo::sync_dir(d))
+        all.iter().try_for_each(|d| {
+            let fd = beneath::open_dir(self.root_fd.as_fd(), &self.root, d)?;
+            fsinfo::sync_dir_fd(fd.as_fd())
+        })
+    }
+
+    /// Opens the stored file `rel` (store-relative) for reading, no folder of it
+    /// followed through a link. Errors: a [`Link`] naming the link; `NotFound`.
+    pub fn open_stored(&self, rel: &str) -> io::Result<File> {
+        beneath::open_file(
+            self.root_fd.as_fd(),
+            &self.root,
+            Path::new(rel),
+            OFlags::RDONLY,
+        )
+    }
+
+    /// [`hash_from_disk`] of the stored file `rel`, reached as [`Store::open_stored`].
+    pub fn hash_stored(
+        &self,
+        rel: &str,
+        buf: &mut [u8],
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<(u64, blake3::Hash)> {
+        hash_open_file(self.open_stored(rel)?, buf, progress)
     }
 }
 
 /// [`Store::place`] for any folder `root` on the temp file's filesystem (an export
 /// folder too): the same names, the same suffixes, never a replaced file, and a file
 /// with exactly this content already under a candidate name is taken as placed.
+/// `root` itself is opened as given; the folders beneath it are created and entered
+/// without following links. Errors: a [`Link`] when a folder of `wanted` is a
+/// symbolic link; else as the filesystem says.
 pub fn place_into(
     root: &Path,
     temp: &Path,
+    wanted: &str,
+    hash: &blake3::Hash,
+    size: u64,
+    taken: &dyn Fn(&str) -> bool,
+) -> io::Result<Placed> {
+    let root_fd = beneath::open_root(root)?;
+    place_at(
+        root_fd.as_fd(),
+        root,
+        (rustix::fs::CWD, temp),
+        wanted,
+        hash,
+        size,
+        taken,
+    )
+}
+
+/// [`place_into`] from a folder already open (`root`, whose path is `root_path`), the
+/// temp file being `from.1` relative to the folder `from.0`.
+fn place_at(
+    root: BorrowedFd<'_>,
+    root_path: &Path,
+    from: (BorrowedFd<'_>, &Path),
     wanted: &str,
     hash: &blake3::Hash,
     size: u64,
@@ -265,18 +401,16 @@ pub fn place_into(
         if taken(&candidate) {
             continue;
         }
-        let dest = root.join(&candidate);
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        if fsinfo::rename_noreplace(temp, &dest)? {
+        let (folder, name) = beneath::split(Path::new(&candidate))?;
+        let dir = beneath::create_dirs(root, root_path, folder)?;
+        if fsinfo::rename_noreplace_at(from.0, from.1, dir.as_fd(), Path::new(name))? {
             return Ok(Placed::New(candidate));
         }
         // The name exists on disk but not in the catalog: a run that stopped between
         // its rename and its catalog commit (or, in an export, an earlier export).
         // Same content → adopt it.
-        if same_content(&dest, size, hash)? {
-            fs::remove_file(temp)?;
+        if same_content_in(dir.as_fd(), name, size, hash)? {
+            rustix::fs::unlinkat(from.0, from.1, rustix::fs::AtFlags::empty())?;
             return Ok(Placed::AlreadyThere(candidate));
         }
     }
@@ -286,36 +420,64 @@ pub fn place_into(
 }
 
 /// Every regular file in the store outside `.offload/`, as store-relative paths,
-/// sorted. Symbolic links are not followed.
+/// sorted. Walked from descriptors, never through a symbolic link. Errors: a [`Link`]
+/// naming the first link found (offload makes none: one there hides what it leads to
+/// from the walk, or leads outside the store); else as the filesystem says.
 pub fn list_files(root: &Path) -> io::Result<Vec<String>> {
+    let fd = beneath::open_root(root)?;
     let mut out = Vec::new();
-    let walk = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| e.depth() != 1 || e.file_name() != META_DIR);
-    for e in walk {
-        let e = e.map_err(io::Error::other)?;
-        if e.file_type().is_file() {
-            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-            let parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            out.push(parts.join("/"));
-        }
-    }
+    walk_files(fd.as_fd(), root, "", &mut out)?;
     Ok(out)
 }
 
+fn walk_files(
+    dir: BorrowedFd<'_>,
+    dir_path: &Path,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> io::Result<()> {
+    for (name, kind) in beneath::entries(dir)? {
+        if prefix.is_empty() && name == META_DIR {
+            continue;
+        }
+        let text = name.to_string_lossy();
+        let rel = if prefix.is_empty() {
+            text.into_owned()
+        } else {
+            format!("{prefix}/{text}")
+        };
+        if kind.is_dir() {
+            let sub = beneath::open_dir(dir, dir_path, Path::new(&name))?;
+            walk_files(sub.as_fd(), &dir_path.join(&name), &rel, out)?;
+        } else if kind.is_file() {
+            out.push(rel);
+        } else if kind.is_symlink() {
+            return Err(Link {
+                path: dir_path.join(&name),
+                expected: beneath::Expected::Entry,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Hashes a file as it is on the disk, not as the page cache remembers it: clean cached
-/// pages are dropped before reading, so a bit flipped on the medium is seen.
+/// pages are dropped before reading, so a bit flipped on the medium is seen. For a
+/// stored file, use [`Store::hash_stored`], which follows no link.
 pub fn hash_from_disk(
     path: &std::path::Path,
     buf: &mut [u8],
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<(u64, blake3::Hash)> {
-    let mut f = File::open(path)?;
+    hash_open_file(File::open(path)?, buf, progress)
+}
+
+fn hash_open_file(
+    mut f: File,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(u64, blake3::Hash)> {
     drop_cached_pages(&f);
     let mut h = blake3::Hasher::new();
     let mut size = 0u64;
@@ -357,40 +519,65 @@ fn with_suffix(rel: &str, suffix: &str) -> String {
     format!("{dir}{stem}~{suffix}{ext}")
 }
 
-/// True when the file at `path` has exactly `size` bytes hashing to `hash`.
-pub fn same_content(path: &Path, size: u64, hash: &blake3::Hash) -> io::Result<bool> {
-    let meta = fs::symlink_metadata(path)?;
+/// True when `name` in `dir` is a regular file (not a link) of exactly `size` bytes
+/// hashing to `hash`.
+fn same_content_in(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    size: u64,
+    hash: &blake3::Hash,
+) -> io::Result<bool> {
+    let f = match beneath::open_in(dir, name, OFlags::RDONLY, 0, Path::new(name)) {
+        Ok(f) => f,
+        // A link (or something that cannot be opened) under the name is not this file.
+        Err(e) if beneath::link_of(&e).is_some() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
     if !meta.is_file() || meta.len() != size {
         return Ok(false);
     }
     let mut h = blake3::Hasher::new();
-    h.update_reader(File::open(path)?)?;
+    h.update_reader(f)?;
     Ok(&h.finalize() == hash)
 }
 
-fn load_or_create_identity(meta: &Path) -> Result<Identity, StoreError> {
-    let path = meta.join(IDENTITY_FILE);
-    match fs::read(&path) {
+/// Reads `store.json` in the folder `meta` (whose path is `meta_path`), writing a new
+/// identity there when there is none; never through a link.
+fn load_or_create_identity(meta: BorrowedFd<'_>, meta_path: &Path) -> Result<Identity, StoreError> {
+    let path = meta_path.join(IDENTITY_FILE);
+    let read = beneath::open_in(meta, OsStr::new(IDENTITY_FILE), OFlags::RDONLY, 0, &path)
+        .and_then(|mut f| {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map(|_| bytes)
+        });
+    match read {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Io {
             path: path.clone(),
             source: io::Error::new(io::ErrorKind::InvalidData, e),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let now = jiff::Timestamp::now();
-            let seed = format!("{now}-{}-{}", std::process::id(), meta.display());
+            let seed = format!("{now}-{}-{}", std::process::id(), meta_path.display());
             let id = Identity {
                 store_id: blake3::hash(seed.as_bytes()).to_hex()[..16].to_string(),
                 created: now.to_string(),
                 format: 1,
             };
-            let tmp = meta.join("store.json.tmp");
+            let tmp_name = OsStr::new("store.json.tmp");
             let body = serde_json::to_vec_pretty(&id).expect("serialisable");
             (|| {
-                let mut f = File::create(&tmp)?;
+                let mut f = beneath::open_in(
+                    meta,
+                    tmp_name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+                    0o666,
+                    &meta_path.join(tmp_name),
+                )?;
                 io::Write::write_all(&mut f, &body)?;
                 f.sync_all()?;
-                fs::rename(&tmp, &path)?;
-                fsinfo::sync_dir(meta)
+                rustix::fs::renameat(meta, tmp_name, meta, IDENTITY_FILE)?;
+                fsinfo::sync_dir_fd(meta)
             })()
             .map_err(io_err(&path))?;
             Ok(id)
@@ -446,6 +633,93 @@ mod tests {
             id,
             "identity is stable"
         );
+    }
+
+    fn link_path(e: StoreError) -> PathBuf {
+        match e {
+            StoreError::Link(l) => l.path,
+            other => panic!("not a link error: {other}"),
+        }
+    }
+
+    #[test]
+    fn links_in_the_store_state_are_refused_and_nothing_is_deleted() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let victim = tempfile::tempdir().unwrap();
+        fs::write(victim.path().join("keep"), b"precious").unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        let meta = d.path().canonicalize().unwrap().join(META_DIR);
+        // .offload/tmp
+        fs::remove_dir_all(meta.join("tmp")).unwrap();
+        symlink(victim.path(), meta.join("tmp")).unwrap();
+        for create in [false, true] {
+            let e = Store::open(d.path(), create).err().unwrap();
+            assert_eq!(link_path(e), meta.join("tmp"));
+        }
+        fs::remove_file(meta.join("tmp")).unwrap();
+        // Any of offload's own files.
+        for name in ["catalog.sqlite", "lock", "store.json", "catalog.sqlite.bak"] {
+            let _ = fs::remove_file(meta.join(name));
+            if name == "store.json" {
+                // Without an identity the store is only reachable with `create`.
+                symlink(victim.path().join("keep"), meta.join(name)).unwrap();
+                let e = Store::open(d.path(), true).err().unwrap();
+                assert_eq!(link_path(e), meta.join(name));
+                fs::remove_file(meta.join(name)).unwrap();
+                drop(Store::open(d.path(), true).unwrap());
+                continue;
+            }
+            symlink(victim.path().join("keep"), meta.join(name)).unwrap();
+            let e = Store::open(d.path(), false).err().unwrap();
+            assert_eq!(link_path(e), meta.join(name));
+            fs::remove_file(meta.join(name)).unwrap();
+        }
+        // .offload itself.
+        fs::remove_dir_all(&meta).unwrap();
+        symlink(victim.path(), &meta).unwrap();
+        let e = Store::open(d.path(), true).err().unwrap();
+        assert_eq!(link_path(e), meta);
+        assert_eq!(
+            fs::read_dir(victim.path()).unwrap().count(),
+            1,
+            "nothing created or deleted behind the links"
+        );
+        assert_eq!(fs::read(victim.path().join("keep")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn place_and_list_never_go_through_a_linked_folder() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), true).unwrap();
+        fs::create_dir_all(d.path().join("a")).unwrap();
+        symlink(elsewhere.path(), d.path().join("a/2024")).unwrap();
+        let (p, mut f) = s.temp_file().unwrap();
+        io::Write::write_all(&mut f, b"photo").unwrap();
+        let h = blake3::hash(b"photo");
+        let e = s
+            .place(&p, "a/2024/05/x.jpg", &h, 5, &|_| false)
+            .unwrap_err();
+        let link = beneath::into_link(e).unwrap();
+        assert_eq!(link.path, s.root().join("a/2024"));
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        assert!(p.exists(), "the temp file is left for the sweep");
+        let e = list_files(s.root()).unwrap_err();
+        assert_eq!(beneath::into_link(e).unwrap().path, s.root().join("a/2024"));
+        let e = s.open_stored("a/2024/05/x.jpg").unwrap_err();
+        assert!(beneath::link_of(&e).is_some());
+        // A link under a wanted name is not written through nor adopted: a suffix.
+        fs::write(elsewhere.path().join("same.jpg"), b"photo").unwrap();
+        symlink(elsewhere.path().join("same.jpg"), d.path().join("a/y.jpg")).unwrap();
+        let placed = s.place(&p, "a/y.jpg", &h, 5, &|_| false).unwrap();
+        assert_eq!(
+            placed,
+            Placed::New(with_suffix("a/y.jpg", &h.to_hex()[..8]))
+        );
+        s.sync_dirs(["a/y.jpg"]).unwrap();
+        assert!(s.sync_dirs(["a/2024/05/x.jpg"]).is_err());
     }
 
     #[test]
