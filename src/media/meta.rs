@@ -392,11 +392,13 @@ fn jpeg_marker<R: Read>(r: &mut R) -> Option<u8> {
 /// the parser to read the EXIF from without walking the rest of the file.
 fn exif_only_jpeg(payload: Vec<u8>) -> Vec<u8> {
     let len = u16::try_from(payload.len() + 2).expect("a segment's payload fits its length");
-    let mut jpeg = Vec::with_capacity(payload.len() + 8);
+    let mut jpeg = Vec::with_capacity(payload.len() + 8 + HEAD);
     jpeg.extend_from_slice(b"\xFF\xD8\xFF\xE1");
     jpeg.extend_from_slice(&len.to_be_bytes());
     jpeg.extend(payload);
     jpeg.extend_from_slice(b"\xFF\xD9");
+    // nom-exif takes its first bytes to tell the format, then fails unless more follow.
+    jpeg.resize(jpeg.len() + HEAD, 0);
     jpeg
 }
 
