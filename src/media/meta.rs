@@ -573,6 +573,127 @@ mod tests {
     }
 
     #[test]
+    fn budget_ends_the_input_when_its_time_is_up() {
+        let mut r = Budget::new(Cursor::new(vec![7u8; 1000]), 1000, Duration::ZERO);
+        assert_eq!(r.read(&mut [0u8; 10]).unwrap(), 0);
+    }
+
+    fn segment(code: u8, payload: &[u8]) -> Vec<u8> {
+        let mut s = vec![0xFF, code];
+        s.extend_from_slice(&u16::try_from(payload.len() + 2).unwrap().to_be_bytes());
+        s.extend_from_slice(payload);
+        s
+    }
+
+    #[test]
+    fn the_segment_walk_finds_the_exif_app1_past_others() {
+        let exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+        let mut jpeg = b"\xFF\xD8".to_vec();
+        jpeg.extend(segment(0xE0, b"JFIF\0\x01\x02"));
+        // An APP1 that is not EXIF (XMP), one too short to tell, fill bytes, a marker
+        // without a payload.
+        jpeg.extend(segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0<x/>"));
+        jpeg.extend(segment(0xE1, b"Ex"));
+        jpeg.extend_from_slice(b"\xFF\xFF\xFF");
+        jpeg.extend(segment(0xE2, &[0; 300]));
+        jpeg.extend_from_slice(b"\xFF\xD0");
+        jpeg.extend(segment(0xE1, &exif));
+        jpeg.extend(segment(0xDA, b"\0\0"));
+        let w = jpeg_exif(&mut Cursor::new(&jpeg));
+        assert_eq!(w, Walked::found(exif.clone(), 6));
+        let made = exif_only_jpeg(exif.clone());
+        assert_eq!(jpeg_exif(&mut Cursor::new(&made)), Walked::found(exif, 1));
+        assert!(made.len() > HEAD, "the parser needs more than its format probe");
+    }
+
+    #[test]
+    fn the_segment_walk_stops_at_the_image_data_at_damage_and_at_its_cap() {
+        let mut jpeg = b"\xFF\xD8".to_vec();
+        jpeg.extend(segment(0xE2, b"icc"));
+        jpeg.extend(segment(0xDA, b"\0\0"));
+        jpeg.extend(segment(0xE1, b"Exif\0\0MM"));
+        assert_eq!(jpeg_exif(&mut Cursor::new(&jpeg)), Walked::absent(2));
+        // A length running past the end, a length below 2, no marker, no JPEG.
+        let cut = [&b"\xFF\xD8\xFF\xE1\x10\x00Exif\0\0"[..], b"\xFF\xD8\xFF\xE2\x00\x01"];
+        for bad in cut {
+            assert_eq!(jpeg_exif(&mut Cursor::new(bad)).found, None, "{bad:?}");
+        }
+        assert_eq!(jpeg_exif(&mut Cursor::new(b"\xFF\xD8\x12\x34")), Walked::absent(0));
+        assert_eq!(jpeg_exif(&mut Cursor::new(b"GIF89a")), Walked::absent(0));
+        // Tiny segments past the cap: given up after exactly MAX_SEGMENTS, whatever follows.
+        let mut bomb = b"\xFF\xD8".to_vec();
+        for _ in 0..MAX_SEGMENTS {
+            bomb.extend(segment(0xE3, b""));
+        }
+        let mut after = bomb.clone();
+        after.extend(segment(0xE1, b"Exif\0\0MM\0\x2a\0\0\0\x08"));
+        assert_eq!(jpeg_exif(&mut Cursor::new(&after)), Walked::gave_up(MAX_SEGMENTS));
+        // One fewer, and the EXIF is found.
+        let mut within = b"\xFF\xD8".to_vec();
+        for _ in 0..MAX_SEGMENTS - 1 {
+            within.extend(segment(0xE3, b""));
+        }
+        within.extend(segment(0xE1, b"Exif\0\0MM\0\x2a\0\0\0\x08"));
+        let w = jpeg_exif(&mut Cursor::new(&within));
+        assert!(w.found.is_some() && w.walked == MAX_SEGMENTS, "{w:?}");
+    }
+
+    fn bmff_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut b = u32::try_from(body.len() + 8).unwrap().to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn the_box_walk_finds_the_box_and_shows_the_ones_before_as_one() {
+        let mut file = bmff_box(b"ftyp", b"heic\0\0\0\0mif1heic");
+        let first_end = file.len() as u64;
+        for _ in 0..10 {
+            file.extend(bmff_box(b"free", b""));
+        }
+        // A 64-bit size.
+        file.extend_from_slice(&1u32.to_be_bytes());
+        file.extend_from_slice(b"skip");
+        file.extend_from_slice(&20u64.to_be_bytes());
+        file.extend_from_slice(&[9; 4]);
+        let at = file.len() as u64;
+        file.extend(bmff_box(b"meta", b"body"));
+        let w = bmff_find(&mut Cursor::new(&file), b"meta");
+        assert_eq!(w, Walked::found((first_end, at), 13));
+
+        // The overlay shows one box over the same span, and nothing else changed.
+        let mut shown = Vec::new();
+        let mut o = Overlay::free_box(Cursor::new(&file), first_end, at).unwrap();
+        o.read_to_end(&mut shown).unwrap();
+        assert_eq!(shown.len(), file.len());
+        assert_eq!(shown[..first_end as usize], file[..first_end as usize]);
+        assert_eq!(shown[at as usize..], file[at as usize..]);
+        let w = bmff_find(&mut Cursor::new(&shown), b"meta");
+        assert_eq!(w, Walked::found((first_end, at), 3));
+        // Reads from anywhere, in small pieces.
+        o.seek(SeekFrom::Start(first_end + 2)).unwrap();
+        let mut two = [0u8; 2];
+        o.read_exact(&mut two).unwrap();
+        assert_eq!(&two, &shown[first_end as usize + 2..first_end as usize + 4]);
+
+        // Not there, broken sizes, past the cap.
+        assert_eq!(bmff_find(&mut Cursor::new(&file), b"moov").found, None);
+        let mut zero = bmff_box(b"ftyp", b"qt  ");
+        zero.extend_from_slice(b"\0\0\0\0moov");
+        assert_eq!(bmff_find(&mut Cursor::new(&zero), b"moov").found, None);
+        let mut bomb = bmff_box(b"ftyp", b"qt  ");
+        for _ in 0..MAX_BOXES {
+            bomb.extend(bmff_box(b"free", b""));
+        }
+        bomb.extend(bmff_box(b"moov", b""));
+        assert_eq!(
+            bmff_find(&mut Cursor::new(&bomb), b"moov"),
+            Walked::gave_up(MAX_BOXES)
+        );
+    }
+
+    #[test]
     fn exif_text_values() {
         let want = jiff::civil::date(2024, 1, 31).at(23, 59, 59, 0);
         assert_eq!(exif_text("2024:01:31 23:59:59"), Some(want));
