@@ -203,8 +203,16 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
     // at its end, which is therefore not read: the file's mtime dates it.
     let bombs: Vec<(&str, Vec<u8>, &str)> = vec![
         ("bomb.jpg", jpeg_of_tiny_segments(4 << 20), "JPEG segments"),
-        ("bomb.mov", bmff_of_tiny_boxes(b"qt  ", 2 << 20), "top-level boxes"),
-        ("bomb.heic", bmff_of_tiny_boxes(b"heic", 2 << 20), "top-level boxes"),
+        (
+            "bomb.mov",
+            bmff_of_tiny_boxes(b"qt  ", 2 << 20),
+            "top-level boxes",
+        ),
+        (
+            "bomb.heic",
+            bmff_of_tiny_boxes(b"heic", 2 << 20),
+            "top-level boxes",
+        ),
     ];
     // The same structures under the caps: the date at their end is found.
     let fine: Vec<(&str, Vec<u8>, &str, &str)> = vec![
@@ -251,7 +259,10 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
         "backing up {} MB of hostile media took {cpu:?} of CPU (limit {limit:?})",
         total >> 20
     );
-    eprintln!("{} MB of hostile media backed up with {cpu:?} of CPU", total >> 20);
+    eprintln!(
+        "{} MB of hostile media backed up with {cpu:?} of CPU",
+        total >> 20
+    );
 
     let cat = catalog_files(&dest);
     let row = |bytes: &[u8]| {
@@ -342,11 +353,20 @@ fn an_iphone_backup_keeps_the_phones_modification_dates() {
     let s = Scratch::new();
     let phone = s.path("phone");
     let bytes = photo("iphone", 9000);
-    write(&phone.join("DCIM/100APPLE/IMG_0001.JPG"), &bytes, SOURCE_TIME);
+    write(
+        &phone.join("DCIM/100APPLE/IMG_0001.JPG"),
+        &bytes,
+        SOURCE_TIME,
+    );
     let sim = Sim::start(&s, &phone, &[]);
     let dest = s.path("dest");
-    sim.run(&s, &["backup", "--to", dest.to_str().unwrap()]).ok();
-    assert_time(&stored_path(&dest, &bytes), SOURCE_TIME, "stored from the iPhone");
+    sim.run(&s, &["backup", "--to", dest.to_str().unwrap()])
+        .ok();
+    assert_time(
+        &stored_path(&dest, &bytes),
+        SOURCE_TIME,
+        "stored from the iPhone",
+    );
 }
 
 #[test]
@@ -438,7 +458,8 @@ fn the_virtual_iphone_keeps_its_keys_and_pair_records_private() {
     let state = s.path("state/sim");
     let sim = Sim::spawn(&s, &phone, &["--state-dir", state.to_str().unwrap()]);
     let dest = s.path("dest");
-    sim.run(&s, &["backup", "--to", dest.to_str().unwrap()]).ok();
+    sim.run(&s, &["backup", "--to", dest.to_str().unwrap()])
+        .ok();
     drop(sim);
 
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -316,14 +316,10 @@ fn log_walk<T>(path: &Path, what: &str, w: &Walked<T>) {
 fn jpeg_exif<R: Read + Seek>(r: &mut R) -> Walked<Vec<u8>> {
     let mut r = io::BufReader::with_capacity(8 << 10, r);
     let mut walked = 0;
-    let mut byte = || -> Option<u8> {
-        let mut b = [0u8];
-        r.read_exact(&mut b).ok().map(|()| b[0])
-    };
-    if (byte(), byte()) != (Some(0xFF), Some(0xD8)) {
+    let mut soi = [0u8; 2];
+    if r.read_exact(&mut soi).is_err() || soi != [0xFF, 0xD8] {
         return Walked::absent(0);
     }
-    drop(byte);
     loop {
         if walked == MAX_SEGMENTS {
             return Walked::gave_up(walked);
@@ -603,7 +599,10 @@ mod tests {
         assert_eq!(w, Walked::found(exif.clone(), 6));
         let made = exif_only_jpeg(exif.clone());
         assert_eq!(jpeg_exif(&mut Cursor::new(&made)), Walked::found(exif, 1));
-        assert!(made.len() > HEAD, "the parser needs more than its format probe");
+        assert!(
+            made.len() > HEAD,
+            "the parser needs more than its format probe"
+        );
     }
 
     #[test]
@@ -614,11 +613,17 @@ mod tests {
         jpeg.extend(segment(0xE1, b"Exif\0\0MM"));
         assert_eq!(jpeg_exif(&mut Cursor::new(&jpeg)), Walked::absent(2));
         // A length running past the end, a length below 2, no marker, no JPEG.
-        let cut = [&b"\xFF\xD8\xFF\xE1\x10\x00Exif\0\0"[..], b"\xFF\xD8\xFF\xE2\x00\x01"];
+        let cut = [
+            &b"\xFF\xD8\xFF\xE1\x10\x00Exif\0\0"[..],
+            b"\xFF\xD8\xFF\xE2\x00\x01",
+        ];
         for bad in cut {
             assert_eq!(jpeg_exif(&mut Cursor::new(bad)).found, None, "{bad:?}");
         }
-        assert_eq!(jpeg_exif(&mut Cursor::new(b"\xFF\xD8\x12\x34")), Walked::absent(0));
+        assert_eq!(
+            jpeg_exif(&mut Cursor::new(b"\xFF\xD8\x12\x34")),
+            Walked::absent(0)
+        );
         assert_eq!(jpeg_exif(&mut Cursor::new(b"GIF89a")), Walked::absent(0));
         // Tiny segments past the cap: given up after exactly MAX_SEGMENTS, whatever follows.
         let mut bomb = b"\xFF\xD8".to_vec();
@@ -627,7 +632,10 @@ mod tests {
         }
         let mut after = bomb.clone();
         after.extend(segment(0xE1, b"Exif\0\0MM\0\x2a\0\0\0\x08"));
-        assert_eq!(jpeg_exif(&mut Cursor::new(&after)), Walked::gave_up(MAX_SEGMENTS));
+        assert_eq!(
+            jpeg_exif(&mut Cursor::new(&after)),
+            Walked::gave_up(MAX_SEGMENTS)
+        );
         // One fewer, and the EXIF is found.
         let mut within = b"\xFF\xD8".to_vec();
         for _ in 0..MAX_SEGMENTS - 1 {
@@ -639,7 +647,10 @@ mod tests {
     }
 
     fn bmff_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
-        let mut b = u32::try_from(body.len() + 8).unwrap().to_be_bytes().to_vec();
+        let mut b = u32::try_from(body.len() + 8)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
         b.extend_from_slice(kind);
         b.extend_from_slice(body);
         b
