@@ -137,6 +137,17 @@ fn bmff_of_tiny_boxes(brand: &[u8; 4], size: usize) -> Vec<u8> {
     out
 }
 
+/// A WebM of `size` bytes: its header, then a segment of 2-byte Void elements. Not
+/// walked ahead of the parser: the time limit on reading metadata bounds it.
+fn webm_of_tiny_elements(size: usize) -> Vec<u8> {
+    let mut out = b"\x1A\x45\xDF\xA3\x87\x42\x82\x84webm".to_vec();
+    out.extend_from_slice(b"\x18\x53\x80\x67\x01\xFF\xFF\xFF\xFF\xFF\xFF\xFF");
+    while out.len() < size {
+        out.extend_from_slice(b"\xEC\x80");
+    }
+    out
+}
+
 /// A `moov` box holding only an `mvhd` with this creation time (Unix seconds).
 fn moov(unix: u32) -> Vec<u8> {
     let since_1904 = unix + 2_082_844_800;
@@ -214,6 +225,9 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
             "top-level boxes",
         ),
     ];
+    // Parts no walk here knows: reading stops when its time is up.
+    let webm = webm_of_tiny_elements(2 << 20);
+    write(&roll.join("bomb.webm"), &webm, SOURCE_TIME);
     // The same structures under the caps: the date at their end is found.
     let fine: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         (
@@ -230,7 +244,7 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
             "quicktime",
         ),
     ];
-    let mut total = 0;
+    let mut total = webm.len();
     for (name, bytes, _) in &bombs {
         write(&roll.join(name), bytes, SOURCE_TIME);
         total += bytes.len();
@@ -250,9 +264,10 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
     cmd.env("OFFLOAD_LOG", "offload=debug");
     let (r, cpu) = run_cpu(cmd, &s, Duration::from_secs(90));
     r.ok();
-    // Reading the metadata of these files costs milliseconds; copying and hashing them
-    // (a debug build) well under a second. The limit is generous: one second per MB
-    // and ten more. Before the walk was bounded, the 4 MB JPEG alone took minutes.
+    // Reading the metadata of these files costs milliseconds (the WebM: at most its
+    // 3 s limit); copying and hashing them (a debug build) well under a second. The
+    // limit is generous: one second per MB and ten more. Before the walks were
+    // bounded, the 4 MB JPEG alone took minutes.
     let limit = Duration::from_secs(10 + (total >> 20) as u64);
     assert!(
         cpu < limit,
@@ -291,11 +306,24 @@ fn files_of_many_tiny_segments_or_boxes_are_read_in_bounded_work_and_dated_by_th
             r.stderr
         );
     }
+    assert_eq!(
+        {
+            let (_, captured, source, _) = row(&webm);
+            (captured, source)
+        },
+        ("2019-03-01T13:00:00".to_string(), "mtime".to_string()),
+        "bomb.webm"
+    );
+    assert!(
+        r.stderr.contains("metadata read stopped: its time is up"),
+        "bomb.webm: its reading was not stopped:\n{}",
+        r.stderr
+    );
     for (name, bytes, date, source) in &fine {
         let (_, captured, ds, _) = row(bytes);
         assert_eq!((captured.as_str(), ds.as_str()), (*date, *source), "{name}");
     }
-    assert_eq!(store_files(&dest).len(), bombs.len() + fine.len());
+    assert_eq!(store_files(&dest).len(), bombs.len() + fine.len() + 1);
 }
 
 // ---------------------------------------------------------------------------------
