@@ -51,6 +51,9 @@ pub(super) const MAX_BOXES: usize = 4096;
 /// files take milliseconds; this is the net under every structure not walked here first
 /// (Matroska, TIFF raws, CR3).
 const READ_TIME: Duration = Duration::from_secs(3);
+/// Read-ahead of a walk: a few tiny parts per read, and little read for nothing when
+/// the parts are large and their bodies are skipped (the reads count against the budget).
+const WALK_BUFFER: usize = 1 << 10;
 /// Bytes looked at to tell the file's format.
 const HEAD: usize = 128;
 
@@ -314,7 +317,7 @@ fn log_walk<T>(path: &Path, what: &str, w: &Walked<T>) {
 /// the segments from the start of the file to the image data, at most [`MAX_SEGMENTS`].
 /// Segment payloads are skipped, not read: the work is linear in the segments walked.
 fn jpeg_exif<R: Read + Seek>(r: &mut R) -> Walked<Vec<u8>> {
-    let mut r = io::BufReader::with_capacity(8 << 10, r);
+    let mut r = io::BufReader::with_capacity(WALK_BUFFER, r);
     let mut walked = 0;
     let mut soi = [0u8; 2];
     if r.read_exact(&mut soi).is_err() || soi != [0xFF, 0xD8] {
@@ -402,7 +405,7 @@ fn exif_only_jpeg(payload: Vec<u8>) -> Vec<u8> {
 /// ends: `(first_end, start)`. Walks at most [`MAX_BOXES`] box headers, seeking over
 /// the bodies. A size of 0 ("to the end of the file") or below 8 ends the walk.
 fn bmff_find<R: Read + Seek>(r: &mut R, want: &[u8; 4]) -> Walked<(u64, u64)> {
-    let mut r = io::BufReader::with_capacity(8 << 10, r);
+    let mut r = io::BufReader::with_capacity(WALK_BUFFER, r);
     let (mut pos, mut first_end) = (0u64, 0u64);
     for walked in 0..MAX_BOXES {
         let mut header = [0u8; 8];
