@@ -260,6 +260,8 @@ impl<'a> Batch<'a> {
         let date = found
             .map(|f| f.date)
             .unwrap_or_else(|| media::capture_date(&copied.temp, entry.file_name(), entry.mtime));
+        // Set before the flush syncs and renames it, so that the file appears with it.
+        media::keep_copy_time(&copied.temp, entry.mtime, &date);
         let wanted = self.template.render(&Fields {
             device: &self.device_name,
             date: date.local,

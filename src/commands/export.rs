@@ -184,6 +184,8 @@ struct Target {
     wanted: String,
     /// Turn this HEIC into a JPEG first.
     convert: bool,
+    /// The modification time the exported file keeps (see [`media::copy_time`]).
+    modified: Option<std::time::SystemTime>,
 }
 
 /// Everything shared by the files of one export.
@@ -421,6 +423,8 @@ impl Exporter<'_> {
             let fields_category = f.category.clone();
             let device = f.device.clone();
             let written = result.and_then(|mut file| {
+                // The stored file carries its source's time.
+                let modified = file.metadata().and_then(|m| m.modified()).ok();
                 self.export(&mut file, f.size, &f.path, follows.as_deref(), |c| {
                     let wanted = template.render(&Fields {
                         device: &device,
@@ -432,6 +436,7 @@ impl Exporter<'_> {
                     Some(Target {
                         wanted,
                         convert: media::is_heif(&c.head),
+                        modified,
                     })
                 })
             });
@@ -558,6 +563,7 @@ impl Exporter<'_> {
                         hash: &c.hash,
                     }),
                     convert: media::is_heif(&c.head),
+                    modified: media::copy_time(entry.mtime, &found.date),
                 })
             }),
         };
@@ -681,7 +687,17 @@ impl Exporter<'_> {
                 )),
             }
         }
-        File::open(&temp).and_then(|f| f.sync_all()).map_err(dest)?;
+        File::open(&temp)
+            .and_then(|f| {
+                // On the descriptor, before the sync: the file appears with its time.
+                if let Some(when) = target.modified {
+                    if let Err(e) = f.set_modified(when) {
+                        tracing::warn!("{from}: its modification time was not kept: {e}");
+                    }
+                }
+                f.sync_all()
+            })
+            .map_err(dest)?;
         // What is on the disk, not what the cache remembers, must hash the same.
         let mut buf = vec![0u8; 1 << 20];
         let (disk_size, disk_hash) = hash_from_disk(&temp, &mut buf, &mut |_| {}).map_err(dest)?;

@@ -309,6 +309,39 @@ fn date_before_reading_in(name: &str, mtime: i64, tz: &TimeZone) -> CaptureDate 
     }
 }
 
+/// The modification time a copy of a file keeps: the source's `mtime` (Unix seconds),
+/// as `cp -p` and `rsync -a` keep it; where the source gives none (0 or less), the
+/// capture `date` in the computer's zone. `None` when neither is known (the date is
+/// only that missing mtime): the copy then keeps the time it was written.
+pub fn copy_time(mtime: i64, date: &CaptureDate) -> Option<std::time::SystemTime> {
+    let seconds = if mtime > 0 {
+        mtime
+    } else if date.source == DateSource::Mtime {
+        return None;
+    } else {
+        date.local
+            .to_zoned(TimeZone::system())
+            .ok()?
+            .timestamp()
+            .as_second()
+    };
+    let after_epoch = std::time::Duration::from_secs(u64::try_from(seconds).ok()?);
+    std::time::SystemTime::UNIX_EPOCH.checked_add(after_epoch)
+}
+
+/// Gives the file at `path` (a copy not yet synced) the time [`copy_time`] says. Best
+/// effort: a filesystem that refuses is logged, and the copy keeps the time it was
+/// written; its content is what matters.
+pub fn keep_copy_time(path: &Path, mtime: i64, date: &CaptureDate) {
+    let Some(when) = copy_time(mtime, date) else {
+        return;
+    };
+    // The times of a file we own can be set through a read-only descriptor.
+    if let Err(e) = std::fs::File::open(path).and_then(|f| f.set_modified(when)) {
+        tracing::warn!("{}: its modification time was not set: {e}", path.display());
+    }
+}
+
 /// Primary category from the source path (`/`-separated) and up to the first 64 KiB of
 /// content (may be empty: then the name decides), with no device facts. Content
 /// decides; the extension breaks ties.

@@ -437,3 +437,23 @@ fn mtime_out_of_range_still_gives_a_date() {
     assert_eq!(got.source, DateSource::Mtime);
     assert_eq!(got.local, at(1970, 1, 1, 0, 0, 0));
 }
+
+#[test]
+fn a_copy_keeps_the_source_time_else_the_capture_date() {
+    use std::time::{Duration, SystemTime};
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+    let exif = CaptureDate {
+        local: jiff::civil::date(2021, 7, 4).at(10, 11, 12, 0),
+        source: DateSource::Exif,
+    };
+    assert_eq!(copy_time(1_551_441_600, &exif), Some(at(1_551_441_600)));
+    // No source time: the capture date, in the computer's zone.
+    let local = exif.local.to_zoned(TimeZone::system()).unwrap();
+    let want = at(local.timestamp().as_second() as u64);
+    assert_eq!(copy_time(0, &exif), Some(want));
+    assert_eq!(copy_time(-5, &exif), Some(want));
+    // Neither: the date is only the missing mtime.
+    let none = date_before_reading("IMG_0001.JPG", 0);
+    assert_eq!(none.source, DateSource::Mtime);
+    assert_eq!(copy_time(0, &none), None);
+}

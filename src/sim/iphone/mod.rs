@@ -305,7 +305,7 @@ impl Device {
             hex.join(":")
         };
         if let Some(dir) = &cfg.state_dir {
-            std::fs::create_dir_all(dir)?;
+            private_dir(dir)?;
         }
         // The device key lives as long as the state directory, so that certificates issued
         // for it in an earlier run still match.
@@ -315,7 +315,7 @@ impl Device {
             None => {
                 let k = crypto::new_rsa_key()?;
                 if let Some(p) = &key_path {
-                    std::fs::write(p, crypto::private_key_pem(&k)?)?;
+                    write_atomic(p, crypto::private_key_pem(&k)?.as_bytes())?;
                 }
                 k
             }
@@ -464,10 +464,31 @@ impl Device {
     }
 }
 
+/// Creates `dir` and any missing parents readable by the owner only (0700): it holds
+/// private keys. A folder that exists already is left as it is.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Replaces `path` with a new file holding `bytes`, readable by the owner only (0600)
+/// from its creation: the state files hold private keys (the device key, the host key
+/// in usbmuxd's pair records).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
