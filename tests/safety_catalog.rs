@@ -436,24 +436,6 @@ fn a_new_destination_refused_for_space_leaves_nothing_behind() {
     }
 }
 
-/// Writes zeros into `file` until the filesystem refuses: it is full. Returns the bytes.
-fn fill_up(file: &Path) -> u64 {
-    use std::io::Write;
-    let mut f = fs::File::create(file).unwrap();
-    let chunk = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(k) => n += k as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", file.display()),
-        }
-    }
-    let _ = f.sync_all();
-    n
-}
-
 /// The N of "N files were saved" in `text`.
 fn saved_count(text: &str) -> u64 {
     let at = text

@@ -39,16 +39,6 @@ fn set_mtime(path: &Path, unix_mtime: i64) {
         .unwrap();
 }
 
-/// `n` incompressible bytes from `seed`.
-fn noise(seed: &str, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(seed.as_bytes())
-        .finalize_xof()
-        .fill(&mut v);
-    v
-}
-
 /// `offload ARGS` with `phone` served as a virtual Android phone.
 fn android(s: &Scratch, phone: &Path, args: &[&str]) -> Done {
     run_bounded(android_cmd(s, &[phone], "", args), s)

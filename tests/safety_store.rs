@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 use common::phones::HUNG;
 use common::*;
 
-/// Rounds of each case: `OFFLOAD_TORTURE_ITERATIONS`, else 3.
-fn iterations() -> u64 {
-    std::env::var("OFFLOAD_TORTURE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(3)
-}
-
 /// A camera roll of `n` small photos dated by their names (May 2024), with content
 /// unique to `tag`, in the folder `dir` of the scratch area.
 fn roll(s: &Scratch, dir: &str, tag: &str, n: usize) -> PathBuf {

@@ -27,15 +27,6 @@ use common::*;
 // ---------------------------------------------------------------------------------
 // Counts, seeds and pseudo-random numbers
 
-/// Rounds per repeated test (`OFFLOAD_TORTURE_ITERATIONS`, default 3).
-fn iterations() -> u64 {
-    std::env::var("OFFLOAD_TORTURE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(3)
-}
-
 /// Rounds of the slow tests that need a mounted filesystem: a quarter as many.
 fn slow_iterations() -> u64 {
     iterations().div_ceil(4)
@@ -115,16 +106,6 @@ fn write(p: &Path, bytes: &[u8], unix_mtime: i64) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, bytes).unwrap();
     set_mtime(p, unix_mtime);
-}
-
-/// `n` pseudo-random (incompressible) bytes from `seed`.
-fn noise(seed: &str, n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(seed.as_bytes())
-        .finalize_xof()
-        .fill(&mut v);
-    v
 }
 
 /// The three kinds of source, each able to start a backup of its roll.
@@ -353,11 +334,16 @@ fn kill_during(src: &Source, dest: &Path, after_bytes: u64, extra_ms: u64) -> bo
 
 /// Bytes `child` has written so far (`wchar` of /proc/PID/io; 0 once it is gone).
 fn written_by(child: &Child) -> u64 {
+    io_count(child, "wchar: ")
+}
+
+/// One counter of /proc/PID/io (`rchar: `, `wchar: `), 0 once `child` is gone.
+fn io_count(child: &Child, key: &str) -> u64 {
     fs::read_to_string(format!("/proc/{}/io", child.id()))
         .ok()
         .and_then(|io| {
             io.lines()
-                .find_map(|l| l.strip_prefix("wchar: "))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(0)
@@ -644,23 +630,6 @@ fn hurt_mid_run(
         stdout: fs::read_to_string(&out).unwrap(),
         stderr: fs::read_to_string(&err).unwrap(),
     }
-}
-
-/// Writes zeros into `file` until the filesystem refuses: it is full. Returns the bytes.
-fn fill_up(file: &Path) -> u64 {
-    let mut f = fs::File::create(file).unwrap();
-    let chunk = vec![0u8; 1 << 16];
-    let mut n = 0u64;
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(k) => n += k as u64,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling {}: {e}", file.display()),
-        }
-    }
-    let _ = f.sync_all();
-    n
 }
 
 #[test]
@@ -1613,14 +1582,7 @@ fn hostile_media_is_backed_up_with_fallback_dates_in_bounded_memory_and_time() {
 
 /// Bytes `child` has read so far (`rchar` of /proc/PID/io; 0 once it is gone).
 fn read_by(child: &Child) -> u64 {
-    fs::read_to_string(format!("/proc/{}/io", child.id()))
-        .ok()
-        .and_then(|io| {
-            io.lines()
-                .find_map(|l| l.strip_prefix("rchar: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    io_count(child, "rchar: ")
 }
 
 /// Runs `cmd`, and once `due(child)` holds sends it `signals` (a few ms apart), then

@@ -29,7 +29,7 @@ use crate::error::{fail, Exit};
 use crate::filter::{age_cutoff, DateKnown, Filter, Known};
 use crate::media::{Categories, Category, Tag};
 use crate::source::detect::{detect, DetectOptions};
-use crate::source::{Delete, Entry, SourceError, SourceKind};
+use crate::source::{Delete, Entry, Source, SourceError, SourceKind};
 use crate::stop::Stop;
 use crate::store::fsinfo::human_bytes;
 use crate::store::Store;
@@ -150,10 +150,41 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
     if args.copies == 0 {
         return Err(fail(Exit::Usage, "--copies must be at least 1"));
     }
+    let stores = open_stores(args, &cfg)?;
+    let sources = find_phones(args)?;
 
-    // The stores, locked: no backup may change them while they vouch for deletions.
+    let stop = Stop::new();
+    let mut check = Check {
+        stores: &stores,
+        filter: &filter,
+        args,
+        stop: &stop,
+        buf: vec![0u8; 1 << 20],
+        code: 0,
+    };
+    let mut results = Vec::new();
+    for mut source in sources {
+        results.push(check.free_up(source.as_mut())?);
+    }
+    let code = if stop.requested() {
+        stop.exit_code()
+    } else {
+        check.code
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print_human(&results, args);
+    }
+    Ok(code)
+}
+
+/// The stores named for this run, each locked with its catalog open: no backup may
+/// change them while they vouch for deletions. Stores that are absent are said and
+/// left out; exit 4 when fewer than `--copies` are present.
+fn open_stores(args: &FreeUpArgs, cfg: &config::Config) -> Result<Vec<(Store, Catalog)>> {
     let mut stores: Vec<(Store, Catalog)> = Vec::new();
-    for d in config::destinations(&args.dest, &cfg, true)? {
+    for d in config::destinations(&args.dest, cfg, true)? {
         match d.locate().and_then(|p| {
             Store::open(&p, false).map_err(|e| fail(Exit::Destination, e.to_string()))
         }) {
@@ -182,7 +213,12 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             ),
         ));
     }
+    Ok(stores)
+}
 
+/// The connected phones (`--device` narrows them); exit 3 with each blocked phone's
+/// fix, or how to connect one, when there is none.
+fn find_phones(args: &FreeUpArgs) -> Result<Vec<Box<dyn Source>>> {
     let found = detect(&DetectOptions {
         device: args.device.clone(),
         trust_timeout: None,
@@ -204,12 +240,32 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             },
         ));
     }
+    Ok(found.sources)
+}
 
-    let mut results = Vec::new();
-    let mut code = 0u8;
-    let stop = Stop::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for mut source in found.sources {
+/// One run's checks, phone after phone; `code` is the exit code so far.
+struct Check<'a> {
+    stores: &'a [(Store, Catalog)],
+    filter: &'a Filter,
+    args: &'a FreeUpArgs,
+    stop: &'a Stop,
+    buf: Vec<u8>,
+    code: u8,
+}
+
+/// What became of one verified file when it was to be deleted.
+enum Deletion {
+    Deleted,
+    /// Left on the phone, with the reason; the run ends with exit 1.
+    Kept(String),
+    /// The phone went away (exit 5): nothing more is tried on it.
+    Gone(String),
+}
+
+impl Check<'_> {
+    /// One phone: its files checked against the stores, the selected ones verified
+    /// there, and with `--yes` each read from the phone and deleted on a match.
+    fn free_up(&mut self, source: &mut dyn Source) -> Result<DeviceResult> {
         let info = source.info().clone();
         let mut res = DeviceResult {
             id: info.id.clone(),
@@ -224,213 +280,239 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             note: None,
             stopped: None,
         };
-        if stop.requested() {
-            res.stopped = Some(stop.reason().into());
-            results.push(res);
-            continue;
+        if self.stop.requested() {
+            res.stopped = Some(self.stop.reason().into());
+            return Ok(res);
         }
         let listing = match source.list() {
             Ok(l) => l,
             Err(e) => {
+                let exit = match e {
+                    SourceError::Gone(_) => Exit::Gone,
+                    _ => Exit::NoSource,
+                };
+                self.code = self.code.max(exit as u8);
                 res.note = Some(e.to_string());
-                code = code.max(if matches!(e, SourceError::Gone(_)) {
-                    5
-                } else {
-                    3
-                });
-                results.push(res);
-                continue;
+                return Ok(res);
             }
         };
         let mut eligible: Vec<(Entry, Vec<Copy>)> = Vec::new();
         for entry in listing.entries {
-            if stop.requested() {
-                res.stopped = Some(stop.reason().into());
+            if self.stop.requested() {
+                res.stopped = Some(self.stop.reason().into());
                 break;
             }
-            // What each store recorded of the file as it is listed now: the catalog
-            // alone, nothing read yet.
-            let mut records = Vec::new();
-            for (i, (_, catalog)) in stores.iter().enumerate() {
-                if let Some(found) =
-                    catalog.backed_up(&info.id, &entry.path, entry.size, entry.mtime)?
-                {
-                    records.push((i, found));
-                }
-            }
-            let Some((first, (_, _, captured, category))) = records.first() else {
-                res.kept.push(Kept {
+            if let Some(copies) = self.verified_copies(&info.id, &entry, &mut res)? {
+                res.eligible.push(Item {
                     path: entry.path.clone(),
-                    reason: "not backed up as it is now (new, or changed since the backup)".into(),
+                    size: entry.size,
+                    captured: copies.1,
+                    verified_copies: copies.0.iter().map(|c| c.path.clone()).collect(),
                 });
-                continue;
-            };
-            let captured = captured.clone();
-            let hash = records[0].1 .0.clone();
-            if !selected(&filter, &stores[*first].1, &hash, &captured, category)? {
-                continue;
+                eligible.push((entry, copies.0));
             }
-            if entry.object.is_some_and(|o| o.ambiguous) {
-                res.kept.push(Kept {
-                    path: entry.path.clone(),
-                    reason: "the phone lists another file with the same name in this folder \
-                             (a name that is not valid text, or too long for USB), so which \
-                             one was backed up cannot be told: rename them on the phone, back \
-                             up again, then free up"
-                        .into(),
-                });
-                continue;
-            }
-            // Selected: its stored copies are re-read now, and only its.
-            let mut copies = Vec::new();
-            let mut damaged = Vec::new();
-            for (i, (hash, path, _, _)) in records {
-                let abs = stores[i].0.root().join(&path);
-                tracing::info!(
-                    "re-reading the stored copy {}",
-                    shown(&abs.to_string_lossy())
-                );
-                res.stored_copies_hashed += 1;
-                match stores[i].0.hash_stored(&path, &mut buf, &mut |_| {}) {
-                    Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => {
-                        copies.push(Copy {
-                            path: abs.display().to_string(),
-                            hash,
-                        })
-                    }
-                    _ => damaged.push(abs.display().to_string()),
-                }
-            }
-            if copies.len() < args.copies as usize {
-                let mut reason = format!(
-                    "{} verified cop{} (--copies {} needed)",
-                    copies.len(),
-                    if copies.len() == 1 { "y" } else { "ies" },
-                    args.copies
-                );
-                if !damaged.is_empty() {
-                    reason.push_str(&format!(
-                        "; the stored copy does not match any more: {}",
-                        damaged.join(", ")
-                    ));
-                    code = code.max(Exit::SomeFailed as u8);
-                }
-                res.kept.push(Kept {
-                    path: entry.path.clone(),
-                    reason,
-                });
-                continue;
-            }
-            res.eligible.push(Item {
-                path: entry.path.clone(),
-                size: entry.size,
-                captured,
-                verified_copies: copies.iter().map(|c| c.path.clone()).collect(),
-            });
-            eligible.push((entry, copies));
         }
-
-        if args.yes {
+        if self.args.yes {
             match source.deleter() {
-                None => {
-                    res.note = Some(match info.kind {
-                        SourceKind::Iphone => "iPhone files are not deleted over USB: deleting through AFC leaves \
-                            the Photos library inconsistent (photos that show but cannot open). Delete the \
-                            listed photos in the Photos app; each was verified on the backup drive just now."
-                            .into(),
-                        _ => "This source does not support deleting.".into(),
+                None => res.note = Some(cannot_delete(info.kind)),
+                Some(deleter) => self.delete_verified(deleter, &info.id, &eligible, &mut res)?,
+            }
+        }
+        Ok(res)
+    }
+
+    /// The stored copies of `entry` re-read now and matched, with its capture date,
+    /// when it is selected, backed up as it is listed, not ambiguous on the phone and
+    /// verified on at least `--copies` stores; otherwise `None`, and where the user
+    /// should know why, the reason in `res.kept`.
+    fn verified_copies(
+        &mut self,
+        device: &str,
+        entry: &Entry,
+        res: &mut DeviceResult,
+    ) -> Result<Option<(Vec<Copy>, String)>> {
+        // What each store recorded of the file as it is listed now: the catalog alone,
+        // nothing read yet.
+        let mut records = Vec::new();
+        for (i, (_, catalog)) in self.stores.iter().enumerate() {
+            if let Some(found) = catalog.backed_up(device, &entry.path, entry.size, entry.mtime)? {
+                records.push((i, found));
+            }
+        }
+        let Some((first, (hash, _, captured, category))) = records.first() else {
+            res.kept.push(Kept {
+                path: entry.path.clone(),
+                reason: "not backed up as it is now (new, or changed since the backup)".into(),
+            });
+            return Ok(None);
+        };
+        let captured = captured.clone();
+        if !selected(
+            self.filter,
+            &self.stores[*first].1,
+            hash,
+            &captured,
+            category,
+        )? {
+            return Ok(None);
+        }
+        if entry.object.is_some_and(|o| o.ambiguous) {
+            res.kept.push(Kept {
+                path: entry.path.clone(),
+                reason: "the phone lists another file with the same name in this folder \
+                         (a name that is not valid text, or too long for USB), so which \
+                         one was backed up cannot be told: rename them on the phone, back \
+                         up again, then free up"
+                    .into(),
+            });
+            return Ok(None);
+        }
+        // Selected: its stored copies are re-read now, and only its.
+        let mut copies = Vec::new();
+        let mut damaged = Vec::new();
+        for (i, (hash, path, _, _)) in records {
+            let store = &self.stores[i].0;
+            let abs = store.root().join(&path);
+            tracing::info!(
+                "re-reading the stored copy {}",
+                shown(&abs.to_string_lossy())
+            );
+            res.stored_copies_hashed += 1;
+            match store.hash_stored(&path, &mut self.buf, &mut |_| {}) {
+                Ok((n, h)) if n == entry.size && h.to_hex().as_str() == hash => copies.push(Copy {
+                    path: abs.display().to_string(),
+                    hash,
+                }),
+                _ => damaged.push(abs.display().to_string()),
+            }
+        }
+        if copies.len() >= self.args.copies as usize {
+            return Ok(Some((copies, captured)));
+        }
+        let mut reason = format!(
+            "{} verified cop{} (--copies {} needed)",
+            copies.len(),
+            if copies.len() == 1 { "y" } else { "ies" },
+            self.args.copies
+        );
+        if !damaged.is_empty() {
+            reason.push_str(&format!(
+                "; the stored copy does not match any more: {}",
+                damaged.join(", ")
+            ));
+            self.code = self.code.max(Exit::SomeFailed as u8);
+        }
+        res.kept.push(Kept {
+            path: entry.path.clone(),
+            reason,
+        });
+        Ok(None)
+    }
+
+    /// Deletes each verified file whose content on the phone, read now from the very
+    /// object listed, matches the stored copies. Deletions done are kept; none is begun
+    /// after a stop, or after the phone went away.
+    fn delete_verified(
+        &mut self,
+        deleter: &mut dyn Delete,
+        device: &str,
+        eligible: &[(Entry, Vec<Copy>)],
+        res: &mut DeviceResult,
+    ) -> Result<()> {
+        for (entry, copies) in eligible {
+            if self.stop.requested() {
+                res.stopped = Some(self.stop.reason().into());
+                break;
+            }
+            res.phone_files_hashed += 1;
+            match self.delete_one(deleter, device, entry, copies)? {
+                Deletion::Deleted => {
+                    res.deleted.push(entry.path.clone());
+                    res.bytes_freed += entry.size;
+                }
+                Deletion::Kept(reason) => {
+                    self.code = self.code.max(Exit::SomeFailed as u8);
+                    res.kept.push(Kept {
+                        path: entry.path.clone(),
+                        reason,
                     });
                 }
-                Some(deleter) => {
-                    for (entry, copies) in &eligible {
-                        // Deletions done are kept; none is begun after a stop.
-                        if stop.requested() {
-                            res.stopped = Some(stop.reason().into());
-                            break;
-                        }
-                        // The phone's own bytes, read now from the very object that is
-                        // then deleted.
-                        res.phone_files_hashed += 1;
-                        let on_phone = match hash_on_phone(deleter, entry) {
-                            Ok(found) => found,
-                            Err(SourceError::Gone(m)) => {
-                                res.note = Some(m);
-                                code = code.max(Exit::Gone as u8);
-                                break;
-                            }
-                            Err(e) => {
-                                res.kept.push(Kept {
-                                    path: entry.path.clone(),
-                                    reason: format!(
-                                        "not deleted: it could not be read from the phone to \
-                                         compare with the backup ({e})"
-                                    ),
-                                });
-                                code = code.max(Exit::SomeFailed as u8);
-                                continue;
-                            }
-                        };
-                        let matching: Vec<&Copy> = copies
-                            .iter()
-                            .filter(|c| on_phone.0 == entry.size && on_phone.1 == c.hash)
-                            .collect();
-                        if matching.len() < args.copies as usize {
-                            res.kept.push(Kept {
-                                path: entry.path.clone(),
-                                reason: "not deleted: its content on the phone differs from the \
-                                         backup although its size and date are the same (edited \
-                                         in place since). A backup skips it by its size and date: \
-                                         keep it, or copy it with `offload export` before deleting \
-                                         it by hand"
-                                    .into(),
-                            });
-                            code = code.max(Exit::SomeFailed as u8);
-                            continue;
-                        }
-                        match deleter.delete(entry) {
-                            Ok(()) => {
-                                for (_, catalog) in &stores {
-                                    catalog.record_deletion(
-                                        &info.id,
-                                        &entry.path,
-                                        entry.size,
-                                        entry.mtime,
-                                        &matching[0].hash,
-                                        &matching[0].path,
-                                    )?;
-                                }
-                                res.deleted.push(entry.path.clone());
-                                res.bytes_freed += entry.size;
-                            }
-                            Err(SourceError::Gone(m)) => {
-                                res.note = Some(m);
-                                code = code.max(Exit::Gone as u8);
-                                break;
-                            }
-                            Err(e) => {
-                                res.kept.push(Kept {
-                                    path: entry.path.clone(),
-                                    reason: format!("not deleted: {e}"),
-                                });
-                                code = code.max(Exit::SomeFailed as u8);
-                            }
-                        }
-                    }
+                Deletion::Gone(why) => {
+                    self.code = self.code.max(Exit::Gone as u8);
+                    res.note = Some(why);
+                    break;
                 }
             }
         }
-        results.push(res);
+        Ok(())
     }
 
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&results)?);
-        return Ok(if stop.requested() {
-            stop.exit_code()
-        } else {
-            code
-        });
+    /// Reads `entry` from the phone, compares it with its verified `copies`, and on a
+    /// match deletes it and logs the deletion in every store's catalog.
+    fn delete_one(
+        &self,
+        deleter: &mut dyn Delete,
+        device: &str,
+        entry: &Entry,
+        copies: &[Copy],
+    ) -> Result<Deletion> {
+        let on_phone = match hash_on_phone(deleter, entry) {
+            Ok(found) => found,
+            Err(SourceError::Gone(m)) => return Ok(Deletion::Gone(m)),
+            Err(e) => {
+                return Ok(Deletion::Kept(format!(
+                    "not deleted: it could not be read from the phone to compare with the \
+                     backup ({e})"
+                )))
+            }
+        };
+        let matching: Vec<&Copy> = copies
+            .iter()
+            .filter(|c| on_phone.0 == entry.size && on_phone.1 == c.hash)
+            .collect();
+        if matching.len() < self.args.copies as usize {
+            return Ok(Deletion::Kept(
+                "not deleted: its content on the phone differs from the backup although its \
+                 size and date are the same (edited in place since). A backup skips it by its \
+                 size and date: keep it, or copy it with `offload export` before deleting it \
+                 by hand"
+                    .into(),
+            ));
+        }
+        match deleter.delete(entry) {
+            Ok(()) => {
+                for (_, catalog) in self.stores {
+                    catalog.record_deletion(
+                        device,
+                        &entry.path,
+                        entry.size,
+                        entry.mtime,
+                        &matching[0].hash,
+                        &matching[0].path,
+                    )?;
+                }
+                Ok(Deletion::Deleted)
+            }
+            Err(SourceError::Gone(m)) => Ok(Deletion::Gone(m)),
+            Err(e) => Ok(Deletion::Kept(format!("not deleted: {e}"))),
+        }
     }
-    for r in &results {
+}
+
+/// Why a phone's files are listed but not deleted with `--yes`.
+fn cannot_delete(kind: SourceKind) -> String {
+    match kind {
+        SourceKind::Iphone => "iPhone files are not deleted over USB: deleting through AFC \
+            leaves the Photos library inconsistent (photos that show but cannot open). Delete \
+            the listed photos in the Photos app; each was verified on the backup drive just now."
+            .into(),
+        _ => "This source does not support deleting.".into(),
+    }
+}
+
+/// The human report: per phone, what was deleted (or can be), what was kept and why.
+fn print_human(results: &[DeviceResult], args: &FreeUpArgs) {
+    for r in results {
         let bytes: u64 = r.eligible.iter().map(|i| i.size).sum();
         outln!("{} ({}, {}):", shown(&r.name), r.kind, shown(&r.id));
         if args.yes && r.kind == "android" {
@@ -488,8 +570,4 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
             );
         }
     }
-    if stop.requested() {
-        return Ok(stop.exit_code());
-    }
-    Ok(code)
 }

@@ -217,3 +217,41 @@ pub fn assert_store_consistent(dest: &Path) {
         );
     }
 }
+
+/// Rounds of each repeated test: `OFFLOAD_TORTURE_ITERATIONS`, else 3 (CI keeps the
+/// small default; `scripts/torture.sh` runs many).
+pub fn iterations() -> u64 {
+    std::env::var("OFFLOAD_TORTURE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
+
+/// `n` pseudo-random (incompressible) bytes from `seed`.
+pub fn noise(seed: &str, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+/// Writes zeros into `file` until its filesystem is full; returns how many.
+pub fn fill_up(file: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).unwrap();
+    let chunk = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", file.display()),
+        }
+    }
+    let _ = f.sync_all();
+    n
+}
