@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::config::DestArgs;
+pub use crate::filter::FilterArgs;
+
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  all done
@@ -66,19 +69,6 @@ pub enum Command {
     /// Virtual devices and sample data, for tests and demos.
     #[command(subcommand, hide = true)]
     Sim(SimCommand),
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct DestArgs {
-    /// The backup store (a folder on the backup drive); repeat for several. Default:
-    /// the config file's destination(s) or drive(s), else ~/Pictures/offload.
-    #[arg(long, value_name = "DEST", value_hint = clap::ValueHint::DirPath)]
-    pub to: Vec<PathBuf>,
-
-    /// A backup drive by filesystem label or UUID (its store is the `offload` folder
-    /// at its root); repeat for several.
-    #[arg(long, value_name = "LABEL|UUID")]
-    pub to_drive: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -226,38 +216,6 @@ pub struct DoctorArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Which files a backup or an export takes. Files left out are not marked as backed
-/// up: a later run without the filter copies them.
-#[derive(Debug, Clone, Default, Args)]
-pub struct FilterArgs {
-    /// Only these categories or tags, a comma list: photo (Live Photos included),
-    /// video, screenshot, screen-recording, raw, live, other; edited, burst, selfie,
-    /// slo-mo, time-lapse, panorama, messaging, download, favorite, hidden, album:NAME.
-    #[arg(long, value_name = "CATS", value_delimiter = ',')]
-    pub only: Vec<String>,
-
-    /// Leave out these categories or tags (same words as --only).
-    #[arg(long, value_name = "CATS", value_delimiter = ',')]
-    pub exclude: Vec<String>,
-
-    /// Taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM (the local
-    /// time of the shot).
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<String>,
-
-    /// Taken on or before DATE (the whole year, month or day it names).
-    #[arg(long, value_name = "DATE")]
-    pub until: Option<String>,
-
-    /// Only files in this album of the phone's library (iPhone). May be repeated.
-    #[arg(long, value_name = "NAME")]
-    pub album: Vec<String>,
-
-    /// Only the phone's favourites (iPhone).
-    #[arg(long)]
-    pub favorites: bool,
 }
 
 /// The format `--convert-heic` converts to.

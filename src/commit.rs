@@ -444,7 +444,7 @@ fn stored_of(pending: &[Pending], placed: Vec<(usize, String)>) -> Vec<Stored> {
 
 /// `dir/IMG_0002~1a2b3c4d.HEIC` and `IMG_0002.MOV` → `dir/IMG_0002~1a2b3c4d.MOV`: the
 /// still's store path with the extension of `name` (made safe).
-pub(crate) fn with_extension_of(still: &str, name: &str) -> String {
+pub fn with_extension_of(still: &str, name: &str) -> String {
     let (dir, still_name) = match still.rfind('/') {
         Some(i) => (&still[..=i], &still[i + 1..]),
         None => ("", still),

@@ -8,9 +8,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::DestArgs;
-
 use crate::error::{fail, Exit};
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DestArgs {
+    /// The backup store (a folder on the backup drive); repeat for several. Default:
+    /// the config file's destination(s) or drive(s), else ~/Pictures/offload.
+    #[arg(long, value_name = "DEST", value_hint = clap::ValueHint::DirPath)]
+    pub to: Vec<PathBuf>,
+
+    /// A backup drive by filesystem label or UUID (its store is the `offload` folder
+    /// at its root); repeat for several.
+    #[arg(long, value_name = "LABEL|UUID")]
+    pub to_drive: Vec<String>,
+}
 
 /// Keys of `config.toml`. An unknown key is an error naming it: a typo must not
 /// silently send photos to the wrong place.

@@ -10,8 +10,39 @@
 use jiff::civil::{Date, DateTime};
 use jiff::ToSpan;
 
-use crate::cli::FilterArgs;
 use crate::media::{Categories, Category, Tag};
+
+/// Which files a backup or an export takes. Files left out are not marked as backed
+/// up: a later run without the filter copies them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Only these categories or tags, a comma list: photo (Live Photos included),
+    /// video, screenshot, screen-recording, raw, live, other; edited, burst, selfie,
+    /// slo-mo, time-lapse, panorama, messaging, download, favorite, hidden, album:NAME.
+    #[arg(long, value_name = "CATS", value_delimiter = ',')]
+    pub only: Vec<String>,
+
+    /// Leave out these categories or tags (same words as --only).
+    #[arg(long, value_name = "CATS", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM (the local
+    /// time of the shot).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+
+    /// Taken on or before DATE (the whole year, month or day it names).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+
+    /// Only files in this album of the phone's library (iPhone). May be repeated.
+    #[arg(long, value_name = "NAME")]
+    pub album: Vec<String>,
+
+    /// Only the phone's favourites (iPhone).
+    #[arg(long)]
+    pub favorites: bool,
+}
 
 /// One word of `--only`/`--exclude`.
 #[derive(Clone, Debug, PartialEq, Eq)]

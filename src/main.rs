@@ -4,30 +4,21 @@
 //! the documented exit codes.
 
 #[macro_use]
-mod out;
+extern crate offload;
 
 mod argv;
-mod beneath;
-mod catalog;
-mod catalog_files;
 mod cli;
 mod commands;
-mod commit;
-mod config;
-mod error;
-mod filter;
-mod media;
 mod notify;
-mod plan;
-mod report;
-#[cfg(feature = "sim")]
-mod sim;
-mod source;
-mod stop;
-mod store;
-mod term;
-mod transfer;
 mod units;
+
+// The engine's modules, under the names the command line's modules use.
+#[cfg(feature = "sim")]
+use offload::sim;
+use offload::{
+    beneath, catalog, catalog_files, commit, config, error, filter, media, plan, report, source,
+    stop, store, term, transfer,
+};
 
 use std::process::ExitCode;
 

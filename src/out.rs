@@ -6,6 +6,7 @@
 //! are the record. So these macros write and ignore write errors, and the run goes on.
 
 /// `println!` that ignores write errors (see the module's documentation).
+#[macro_export]
 macro_rules! outln {
     () => {{
         use std::io::Write as _;
@@ -18,6 +19,7 @@ macro_rules! outln {
 }
 
 /// `print!` that ignores write errors (see the module's documentation).
+#[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -28,6 +30,7 @@ macro_rules! out {
 }
 
 /// `eprintln!` that ignores write errors (see the module's documentation).
+#[macro_export]
 macro_rules! errln {
     () => {{
         use std::io::Write as _;

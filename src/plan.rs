@@ -203,7 +203,7 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::FilterArgs;
+    use crate::filter::FilterArgs;
 
     fn entry(path: &str, size: u64, mtime: i64) -> Entry {
         Entry::new(path, size, mtime)
