@@ -91,11 +91,12 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
     }
     match cli.command {
         // Plain `offload`: back up every connected phone to the default destination.
-        None => commands::backup::run(&cli::BackupArgs::default()),
+        None => commands::backup::run(&cli::BackupArgs::default(), &mut Vec::new()),
         Some(Command::Backup(args)) => {
-            let result = commands::backup::run(&args);
+            let mut reports = Vec::new();
+            let result = commands::backup::run(&args, &mut reports);
             if args.notify {
-                notify::after_backup(&result);
+                notify::after_backup(&result, &reports);
             }
             result
         }

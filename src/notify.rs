@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Exit, Fail};
@@ -21,24 +20,24 @@ pub struct Summary {
     pub devices: Vec<String>,
 }
 
-static LAST: Mutex<Option<Summary>> = Mutex::new(None);
-
-/// Called by the backup with its report (the hook in `commands::backup`).
-pub fn record(report: &RunReport) {
-    let s = Summary {
-        copied: report.devices.iter().map(|d| d.copied).sum(),
-        bytes: report.devices.iter().map(|d| d.bytes_copied).sum(),
-        failed: report.devices.iter().map(|d| d.failed.len() as u64).sum(),
-        interrupted: report.devices.iter().any(|d| d.interrupted.is_some()),
-        devices: report.devices.iter().map(|d| d.name.clone()).collect(),
-    };
-    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+impl Summary {
+    /// What one run to one destination did.
+    fn of(report: &RunReport) -> Summary {
+        Summary {
+            copied: report.devices.iter().map(|d| d.copied).sum(),
+            bytes: report.devices.iter().map(|d| d.bytes_copied).sum(),
+            failed: report.devices.iter().map(|d| d.failed.len() as u64).sum(),
+            interrupted: report.devices.iter().any(|d| d.interrupted.is_some()),
+            devices: report.devices.iter().map(|d| d.name.clone()).collect(),
+        }
+    }
 }
 
 /// After `offload backup --notify`: one notice if files were copied or something went
 /// wrong. "No phone connected" (exit 3) is no news for a scheduled run.
-pub fn after_backup(result: &anyhow::Result<u8>) {
-    let summary = LAST.lock().unwrap_or_else(|e| e.into_inner()).clone();
+/// `reports` are the run's reports, one per destination reached; the last one speaks.
+pub fn after_backup(result: &anyhow::Result<u8>, reports: &[RunReport]) {
+    let summary = reports.last().map(Summary::of);
     let (title, body) = match (result, summary) {
         (Err(e), summary) => {
             let code = e.downcast_ref::<Fail>().map(|f| f.code);

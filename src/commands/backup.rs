@@ -2,7 +2,6 @@
 //! one pass, commit in durable batches, report.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
@@ -53,7 +52,9 @@ pub struct Options {
     pub stop: Stop,
 }
 
-pub fn run(args: &BackupArgs) -> Result<u8> {
+/// `offload backup`: every run's report (one per destination reached) is added to
+/// `reports`, also when the run fails.
+pub fn run(args: &BackupArgs, reports: &mut Vec<RunReport>) -> Result<u8> {
     let cfg = config::load()?;
     let dests = config::destinations(&args.dest, &cfg, args.require_store)?;
     let template_text = args
@@ -114,7 +115,7 @@ pub fn run(args: &BackupArgs) -> Result<u8> {
         names: cfg.names.clone(),
         stop: Stop::new(),
     };
-    backup_to_all(&mut sources, &blocked, &dests, &opts)
+    backup_to_all(&mut sources, &blocked, &dests, &opts, reports)
 }
 
 /// Backs up every source to each destination in turn, each with its own catalog. A
@@ -126,6 +127,7 @@ pub fn backup_to_all(
     blocked: &[Blocked],
     dests: &[Dest],
     opts: &Options,
+    reports: &mut Vec<RunReport>,
 ) -> Result<u8> {
     let mut code = 0u8;
     let mut first_error = None;
@@ -133,7 +135,7 @@ pub fn backup_to_all(
     for d in dests {
         let result = d
             .locate()
-            .and_then(|path| backup(sources, blocked, &path, d.create, opts));
+            .and_then(|path| backup(sources, blocked, &path, d.create, opts, reports));
         match result {
             Ok(c) => {
                 used += 1;
@@ -247,6 +249,7 @@ pub fn backup(
     dest: &Path,
     create: bool,
     opts: &Options,
+    reports: &mut Vec<RunReport>,
 ) -> Result<u8> {
     let started = Instant::now();
     let announce = format!("Backing up to {}", dest.display());
@@ -254,21 +257,81 @@ pub fn backup(
         errln!("{announce}");
     } else {
         outln!("{announce}");
-        let _ = std::io::stdout().flush();
     }
+    let mut blocked = blocked.to_vec();
+    let (store, mut catalog, plans) = open_and_plan(sources, &mut blocked, dest, create, opts)?;
+    let planned: u64 = plans.iter().map(|p| p.plan.bytes_to_copy()).sum();
+    let mut code = blocked
+        .iter()
+        .map(|b| match b.state.as_str() {
+            "gone" => Exit::Gone as u8,
+            _ => Exit::NoSource as u8,
+        })
+        .max()
+        .unwrap_or(0);
+    let (devices, dest_error) = copy_sources(sources, plans, store.as_ref(), &mut catalog, opts);
+    for d in &devices {
+        if d.interrupted.is_some() {
+            code = code.max(Exit::Gone as u8);
+        } else if !d.failed.is_empty() && code == 0 {
+            code = Exit::SomeFailed as u8;
+        }
+    }
+    // A copy of the catalog as of this run, for the day the drive damages the catalog.
+    // Not after the drive failed: the copy would fail too (or half-fill a full disk),
+    // and its warning would only hide the error that matters.
+    if let (Some(s), None) = (&store, &dest_error) {
+        keep_catalog_copy(s, &catalog);
+    }
+    let report = RunReport {
+        destination: dest.display().to_string(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        dry_run: opts.dry_run,
+        devices,
+        blocked,
+        stopped: (opts.stop.requested() && !opts.dry_run).then(|| opts.stop.reason().to_string()),
+    };
+    print_report(&report, opts)?;
+    if let (Some(e), Some(store)) = (dest_error, &store) {
+        let saved: u64 = report.devices.iter().map(|d| d.copied).sum();
+        let saved_bytes: u64 = report.devices.iter().map(|d| d.bytes_copied).sum();
+        reports.push(report);
+        return Err(dest_failure(
+            store,
+            &e,
+            saved,
+            planned.saturating_sub(saved_bytes),
+        ));
+    }
+    let stopped = report.stopped.is_some();
+    reports.push(report);
+    if stopped {
+        return Ok(opts.stop.exit_code());
+    }
+    Ok(code)
+}
 
+/// Opens the store (none for a dry run) and its catalog, lists and plans every source,
+/// and checks the destination has room for the plan.
+///
+/// A new store is listed and planned before it is made, so that a drive without room
+/// for the run is refused with nothing left on it. Any other store is opened (locked,
+/// its catalog checked) before the phones are listed.
+fn open_and_plan(
+    sources: &mut [Box<dyn Source>],
+    blocked: &mut Vec<Blocked>,
+    dest: &Path,
+    create: bool,
+    opts: &Options,
+) -> Result<(Option<Store>, Catalog, Vec<SourcePlan>)> {
     // A store this run creates starts with an empty catalog; any other must have its own.
     let meta = dest.join(crate::store::META_DIR);
     let new_store =
         create && !meta.join(IDENTITY_FILE).exists() && !meta.join(CATALOG_FILE).exists();
-    let mut blocked = blocked.to_vec();
-    // A new store is listed and planned before it is made, so that a drive without
-    // room for the run is refused with nothing left on it. Any other store is opened
-    // (locked, its catalog checked) before the phones are listed.
     let plan_first = new_store && !opts.dry_run;
     let mut listed = Vec::new();
     if plan_first {
-        listed = list_sources(sources, opts, &mut blocked);
+        listed = list_sources(sources, opts, blocked);
         plan_new_store(&mut listed, dest, &opts.filter)?;
     }
     let store = if opts.dry_run {
@@ -283,7 +346,7 @@ pub fn backup(
             catalog
         }
         None => {
-            let path = dest.join(crate::store::META_DIR).join(CATALOG_FILE);
+            let path = meta.join(CATALOG_FILE);
             if path.exists() {
                 Catalog::open_read_only(&path)?
             } else {
@@ -291,114 +354,87 @@ pub fn backup(
             }
         }
     };
-
     if !plan_first {
-        listed = list_sources(sources, opts, &mut blocked);
+        listed = list_sources(sources, opts, blocked);
     }
     let plans = plan_sources(listed, &mut catalog, store.as_ref(), opts)?;
-    let planned: u64 = plans.iter().map(|p| p.plan.bytes_to_copy()).sum();
     if let Some(store) = &store {
-        check_space(store, planned)?;
+        check_space(store, plans.iter().map(|p| p.plan.bytes_to_copy()).sum())?;
     }
+    Ok((store, catalog, plans))
+}
 
+/// Copies each source's plan in turn into `store` (a dry run copies nothing and
+/// reports the plan). After a stop or a destination failure the remaining sources are
+/// reported with their files left for the next run. Returns the reports, and the
+/// destination failure if there was one.
+fn copy_sources(
+    sources: &mut [Box<dyn Source>],
+    plans: Vec<SourcePlan>,
+    store: Option<&Store>,
+    catalog: &mut Catalog,
+    opts: &Options,
+) -> (Vec<DeviceReport>, Option<anyhow::Error>) {
     let mut progress = Progress::new(opts.json);
     let mut devices = Vec::new();
-    let mut code = blocked
-        .iter()
-        .map(|b| match b.state.as_str() {
-            "gone" => Exit::Gone as u8,
-            _ => Exit::NoSource as u8,
-        })
-        .max()
-        .unwrap_or(0);
     let mut dest_error = None;
-    for SourcePlan {
-        index,
-        source_id,
-        folder,
-        plan,
-        mut report,
-    } in plans
-    {
-        let source = &mut sources[index];
-        match &store {
+    for p in plans {
+        let mut report = p.report;
+        match store {
             None => {
-                report.copied = plan.to_copy.len() as u64;
-                report.bytes_copied = plan.bytes_to_copy();
+                report.copied = p.plan.to_copy.len() as u64;
+                report.bytes_copied = p.plan.bytes_to_copy();
             }
-            // Stopped, or the destination failed: the rest is left for the next run.
             Some(_) if opts.stop.requested() || dest_error.is_some() => {
-                report.left = plan.to_copy.len() as u64;
+                report.left = p.plan.to_copy.len() as u64;
             }
             Some(store) => {
                 let run = Run {
                     store,
-                    source_id,
-                    folder: &folder,
+                    source_id: p.source_id,
+                    folder: &p.folder,
                 };
-                let outcome = copy_source(
-                    source.as_mut(),
-                    &mut catalog,
+                let source = sources[p.index].as_mut();
+                if let Err(e) = copy_source(
+                    source,
+                    catalog,
                     &run,
                     opts,
-                    plan,
+                    p.plan,
                     &mut report,
                     &mut progress,
-                );
-                if let Err(e) = outcome {
+                ) {
                     dest_error = Some(e);
                 }
             }
         }
-        if report.interrupted.is_some() {
-            code = code.max(Exit::Gone as u8);
-        } else if !report.failed.is_empty() && code == 0 {
-            code = code.max(Exit::SomeFailed as u8);
-        }
         devices.push(report);
     }
     progress.finish();
-    // A copy of the catalog as of this run, for the day the drive damages the catalog.
-    // Not after the drive failed: the copy would fail too (or half-fill a full disk),
-    // and its warning would only hide the error that matters.
-    if let (Some(s), None) = (&store, &dest_error) {
-        match crate::catalog_files::keep_copy(s, &catalog) {
-            Ok(None) => {}
-            Ok(Some(warning)) => errln!("offload: warning: {warning}"),
-            Err(e) => tracing::warn!(
-                "could not copy the catalog to {}: {e:#}",
-                crate::catalog_files::COPY_FILE
-            ),
-        }
-    }
+    (devices, dest_error)
+}
 
-    let stopped = (opts.stop.requested() && !opts.dry_run).then(|| opts.stop.reason().to_string());
-    let report = RunReport {
-        destination: dest.display().to_string(),
-        elapsed_s: started.elapsed().as_secs_f64(),
-        dry_run: opts.dry_run,
-        devices,
-        blocked,
-        stopped,
-    };
-    crate::notify::record(&report);
+/// Copies the catalog beside it (see `catalog_files::keep_copy`); a failure only warns.
+fn keep_catalog_copy(store: &Store, catalog: &Catalog) {
+    match crate::catalog_files::keep_copy(store, catalog) {
+        Ok(None) => {}
+        Ok(Some(warning)) => errln!("offload: warning: {warning}"),
+        Err(e) => tracing::warn!(
+            "could not copy the catalog to {}: {e:#}",
+            crate::catalog_files::COPY_FILE
+        ),
+    }
+}
+
+/// The run's summary on stdout (or its JSON), and on stderr what stopped it early.
+fn print_report(report: &RunReport, opts: &Options) -> Result<()> {
     if opts.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         if let Some(line) = report.stopped_line() {
             errln!("{line}");
         }
     } else {
         out!("{}", report.human());
-    }
-    if let (Some(e), Some(store)) = (dest_error, &store) {
-        let saved: u64 = report.devices.iter().map(|d| d.copied).sum();
-        let saved_bytes: u64 = report.devices.iter().map(|d| d.bytes_copied).sum();
-        return Err(dest_failure(
-            store,
-            &e,
-            saved,
-            planned.saturating_sub(saved_bytes),
-        ));
     }
     for d in &report.devices {
         if let Some(why) = &d.interrupted {
@@ -408,10 +444,7 @@ pub fn backup(
             );
         }
     }
-    if report.stopped.is_some() {
-        return Ok(opts.stop.exit_code());
-    }
-    Ok(code)
+    Ok(())
 }
 
 /// Says which earlier runs of this store never finished (killed, or the computer lost
@@ -889,45 +922,11 @@ fn copy_source(
     let (copy_result, committed) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Copied, Item)>(COMMIT_QUEUE);
         let catalog = &mut *catalog;
-        let committer = scope.spawn(move || -> (Committed, Result<()>) {
-            let mut done = Committed::default();
-            let mut batch = Batch::new(store, catalog, template, filter, folder, source_id);
-            let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
-                let flushed = batch.flush();
-                // A failed flush may have placed some files already: complete and kept,
-                // they are among the files saved (the next run records them).
-                let kept = batch.take_kept_unrecorded();
-                for s in flushed.as_deref().unwrap_or_default().iter().chain(&kept) {
-                    done.copied += 1;
-                    done.bytes += s.size;
-                    tracing::info!("stored {} as {}", s.remote_path, s.store_path);
-                }
-                flushed.map(drop)
-            };
-            loop {
-                // Waits for the next file no longer than the batch may stay unsynced.
-                let next = match batch.due_in() {
-                    Some(wait) => rx.recv_timeout(wait),
-                    None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                };
-                match next {
-                    Ok((copied, item)) => match batch.add(copied, item) {
-                        Ok(Outcome::Duplicate) => done.duplicates += 1,
-                        Ok(Outcome::Filtered) => done.filtered += 1,
-                        Ok(Outcome::Queued) => {}
-                        Err(e) => return (done, Err(e)),
-                    },
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                if batch.is_full() {
-                    if let Err(e) = flush(&mut batch, &mut done) {
-                        return (done, Err(e));
-                    }
-                }
-            }
-            let r = flush(&mut batch, &mut done);
-            (done, r)
+        let committer = scope.spawn(move || {
+            commit_files(
+                rx,
+                Batch::new(store, catalog, template, filter, folder, source_id),
+            )
         });
 
         let mut planned = Planned {
@@ -966,7 +965,65 @@ fn copy_source(
             tracing::warn!("could not record the iCloud-only files: {e:#}");
         }
     }
+    finish_run(catalog, run_id, report, copy_result.is_err(), &opts.stop);
+    copy_result
+}
 
+/// The committing side of a source's copy: adds each file read to the batch (dating
+/// and naming it), and commits the batch when it is full, when it has waited long
+/// enough, and when no more files come. Returns what it stored, and the first error.
+fn commit_files(
+    rx: std::sync::mpsc::Receiver<(Copied, Item)>,
+    mut batch: Batch,
+) -> (Committed, Result<()>) {
+    let mut done = Committed::default();
+    let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
+        let flushed = batch.flush();
+        // A failed flush may have placed some files already: complete and kept,
+        // they are among the files saved (the next run records them).
+        let kept = batch.take_kept_unrecorded();
+        for s in flushed.as_deref().unwrap_or_default().iter().chain(&kept) {
+            done.copied += 1;
+            done.bytes += s.size;
+            tracing::info!("stored {} as {}", s.remote_path, s.store_path);
+        }
+        flushed.map(drop)
+    };
+    loop {
+        // Waits for the next file no longer than the batch may stay unsynced.
+        let next = match batch.due_in() {
+            Some(wait) => rx.recv_timeout(wait),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok((copied, item)) => match batch.add(copied, item) {
+                Ok(Outcome::Duplicate) => done.duplicates += 1,
+                Ok(Outcome::Filtered) => done.filtered += 1,
+                Ok(Outcome::Queued) => {}
+                Err(e) => return (done, Err(e)),
+            },
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if batch.is_full() {
+            if let Err(e) = flush(&mut batch, &mut done) {
+                return (done, Err(e));
+            }
+        }
+    }
+    let r = flush(&mut batch, &mut done);
+    (done, r)
+}
+
+/// Closes the source's row in the `runs` table with its counts and how it ended.
+/// Best effort: the destination may be what failed.
+fn finish_run(
+    catalog: &Catalog,
+    run_id: i64,
+    report: &DeviceReport,
+    dest_failed: bool,
+    stop: &Stop,
+) {
     let counts = RunCounts {
         copied: report.copied,
         bytes_copied: report.bytes_copied,
@@ -975,9 +1032,9 @@ fn copy_source(
         skipped: report.skipped.len() as u64,
         failed: report.failed.len() as u64,
     };
-    let outcome = if copy_result.is_err() {
+    let outcome = if dest_failed {
         "destination-error"
-    } else if opts.stop.requested() {
+    } else if stop.requested() {
         "stopped"
     } else if report.interrupted.is_some() {
         "interrupted"
@@ -986,7 +1043,5 @@ fn copy_source(
     } else {
         "ok"
     };
-    // Best effort: the destination may be what failed.
     let _ = catalog.finish_run(run_id, outcome, &counts);
-    copy_result
 }

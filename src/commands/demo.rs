@@ -115,9 +115,9 @@ fn demo(args: &DemoArgs) -> Result<u8> {
         Ok(sources)
     };
     outln!("== First backup: an Android phone, an iPhone and an SD card into one store");
-    let first = backup(&mut sources()?, &[], &dest, true, &opts)?;
+    let first = backup(&mut sources()?, &[], &dest, true, &opts, &mut Vec::new())?;
     outln!("\n== Second backup: nothing is new, so nothing is read or copied");
-    let second = backup(&mut sources()?, &[], &dest, true, &opts)?;
+    let second = backup(&mut sources()?, &[], &dest, true, &opts, &mut Vec::new())?;
     drop(sim);
     outln!("\n== offload status");
     crate::commands::status::run(&StatusArgs {
