@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 
 use crate::source::{FileRead, SourceError};
 use crate::stop::Stop;
@@ -287,67 +287,13 @@ pub fn copy_all(
             let buf = pool.pop().unwrap_or_else(|| vec![0u8; CHUNK]);
             empty_tx.send(buf).expect("room for every buffer");
         }
-        let reading = scope.spawn(move || {
-            // Ends after the last file, after a vanished device, or when the copying
-            // side hangs up; hands back the free buffers.
-            let mut spare: Vec<Vec<u8>> = Vec::new();
-            'files: for i in 0..count {
-                if stop.requested() {
-                    break;
-                }
-                let mut reader = match files.open(i) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let gone = matches!(e, SourceError::Gone(_));
-                        if full_tx.send(FromReader::NotOpened(i, e)).is_err() || gone {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                if full_tx.send(FromReader::Start(i)).is_err() {
-                    break;
-                }
-                loop {
-                    if stop.requested() {
-                        break 'files;
-                    }
-                    let Some(mut buf) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
-                        break 'files;
-                    };
-                    let got = loop {
-                        match reader.read_chunk(&mut buf) {
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            other => break other,
-                        }
-                    };
-                    let message = match got {
-                        Ok(0) => {
-                            spare.push(buf);
-                            FromReader::End
-                        }
-                        Ok(n) => FromReader::Chunk(buf, n),
-                        Err(e) => {
-                            spare.push(buf);
-                            FromReader::Failed(i, SourceError::from_io(e))
-                        }
-                    };
-                    let last = !matches!(message, FromReader::Chunk(..));
-                    let gone = matches!(message, FromReader::Failed(_, SourceError::Gone(_)));
-                    if full_tx.send(message).is_err() || gone {
-                        break 'files;
-                    }
-                    if last {
-                        break;
-                    }
-                }
-            }
-            (empty_rx, spare)
-        });
-
-        // The file being written; `None` between files and after the current one failed
-        // (its failure is reported at once, its remaining chunks are dropped).
-        let mut current: Option<(usize, TempWrite)> = None;
+        let reading = scope.spawn(move || read_files(files, &full_tx, empty_rx, stop));
+        let mut writing = Writing {
+            store,
+            copying: &mut *copying,
+            sizes: &sizes,
+            current: None,
+        };
         loop {
             // A device that hangs in a read sends nothing: a stop must not wait for it.
             let message = match full_rx.recv_timeout(STOP_POLL) {
@@ -356,55 +302,13 @@ pub fn copy_all(
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let go_on = match message {
-                FromReader::Start(i) => {
-                    copying.started(i);
-                    match TempWrite::new(store) {
-                        Ok(w) => {
-                            current = Some((i, w));
-                            true
-                        }
-                        Err(e) => copying.finished(i, Err(CopyError::Dest(e))),
-                    }
-                }
-                FromReader::Chunk(buf, n) => {
-                    let written = current.as_mut().map(|(_, w)| w.write(&buf[..n]));
-                    // The reader may have finished already: a closed channel is not an error.
-                    let _ = empty_tx.send(buf);
-                    match written {
-                        Some(Ok(())) => {
-                            copying.advanced(n as u64);
-                            true
-                        }
-                        Some(Err(e)) => {
-                            let (i, w) = current.take().expect("a file is being written");
-                            w.abandon();
-                            copying.finished(i, Err(CopyError::Dest(e)))
-                        }
-                        None => true,
-                    }
-                }
-                FromReader::End => match current.take() {
-                    Some((i, w)) => copying.finished(i, w.finish(sizes[i])),
-                    None => true,
-                },
-                FromReader::NotOpened(i, e) => copying.not_opened(i, e),
-                FromReader::Failed(i, e) => match current.take() {
-                    Some((_, w)) => {
-                        w.abandon();
-                        copying.finished(i, Err(CopyError::Source(e)))
-                    }
-                    // Its destination failed first, and was reported then.
-                    None => true,
-                },
-            };
-            if !go_on {
+            if !writing.handle(message, &empty_tx) {
                 break;
             }
         }
         // Stopped early: whatever is half written goes, and the reading side sees the
         // channels close and stops after its read in flight.
-        if let Some((_, w)) = current.take() {
+        if let Some((_, w)) = writing.current.take() {
             w.abandon();
         }
         copying.no_more_files();
@@ -415,6 +319,131 @@ pub fn copy_all(
             pool.extend(spare);
         }
     })
+}
+
+/// The reading side of [`copy_all`], on its own thread: opens and reads the files in
+/// turn into the free buffers and hands them over in order. Ends after the last file,
+/// after a vanished device, when a stop is asked, or when the copying side hangs up;
+/// returns the free buffers.
+fn read_files(
+    files: &mut dyn Files,
+    full_tx: &SyncSender<FromReader>,
+    empty_rx: Receiver<Vec<u8>>,
+    stop: &Stop,
+) -> (Receiver<Vec<u8>>, Vec<Vec<u8>>) {
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    'files: for i in 0..files.count() {
+        if stop.requested() {
+            break;
+        }
+        let mut reader = match files.open(i) {
+            Ok(r) => r,
+            Err(e) => {
+                let gone = matches!(e, SourceError::Gone(_));
+                if full_tx.send(FromReader::NotOpened(i, e)).is_err() || gone {
+                    break;
+                }
+                continue;
+            }
+        };
+        if full_tx.send(FromReader::Start(i)).is_err() {
+            break;
+        }
+        loop {
+            if stop.requested() {
+                break 'files;
+            }
+            let Some(mut buf) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
+                break 'files;
+            };
+            let got = loop {
+                match reader.read_chunk(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            };
+            let message = match got {
+                Ok(0) => {
+                    spare.push(buf);
+                    FromReader::End
+                }
+                Ok(n) => FromReader::Chunk(buf, n),
+                Err(e) => {
+                    spare.push(buf);
+                    FromReader::Failed(i, SourceError::from_io(e))
+                }
+            };
+            let last = !matches!(message, FromReader::Chunk(..));
+            let gone = matches!(message, FromReader::Failed(_, SourceError::Gone(_)));
+            if full_tx.send(message).is_err() || gone {
+                break 'files;
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    (empty_rx, spare)
+}
+
+/// The hashing and writing side of [`copy_all`], on the calling thread.
+struct Writing<'a> {
+    store: &'a dyn TempFiles,
+    copying: &'a mut dyn Copying,
+    /// What each file announced.
+    sizes: &'a [u64],
+    /// The file being written; `None` between files and after the current one failed
+    /// (its failure is reported at once, its remaining chunks are dropped).
+    current: Option<(usize, TempWrite)>,
+}
+
+impl Writing<'_> {
+    /// Acts on one message of the reading side, giving chunk buffers back through
+    /// `empty_tx`. Returns false when the copying side wants to stop.
+    fn handle(&mut self, message: FromReader, empty_tx: &SyncSender<Vec<u8>>) -> bool {
+        match message {
+            FromReader::Start(i) => {
+                self.copying.started(i);
+                match TempWrite::new(self.store) {
+                    Ok(w) => {
+                        self.current = Some((i, w));
+                        true
+                    }
+                    Err(e) => self.copying.finished(i, Err(CopyError::Dest(e))),
+                }
+            }
+            FromReader::Chunk(buf, n) => {
+                let written = self.current.as_mut().map(|(_, w)| w.write(&buf[..n]));
+                // The reader may have finished already: a closed channel is not an error.
+                let _ = empty_tx.send(buf);
+                match written {
+                    Some(Ok(())) => {
+                        self.copying.advanced(n as u64);
+                        true
+                    }
+                    Some(Err(e)) => {
+                        let (i, w) = self.current.take().expect("a file is being written");
+                        w.abandon();
+                        self.copying.finished(i, Err(CopyError::Dest(e)))
+                    }
+                    None => true,
+                }
+            }
+            FromReader::End => match self.current.take() {
+                Some((i, w)) => self.copying.finished(i, w.finish(self.sizes[i])),
+                None => true,
+            },
+            FromReader::NotOpened(i, e) => self.copying.not_opened(i, e),
+            FromReader::Failed(i, e) => match self.current.take() {
+                Some((_, w)) => {
+                    w.abandon();
+                    self.copying.finished(i, Err(CopyError::Source(e)))
+                }
+                // Its destination failed first, and was reported then.
+                None => true,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -68,15 +68,49 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
     let catalog = crate::commands::backup::open_catalog(&store)?;
     let mut files = catalog.stored_files(args.device.as_deref())?;
     if let Some(p) = args.sample {
-        // A fresh random share each run, so that repeated quick checks cover the store.
-        let seed = blake3::hash(jiff::Timestamp::now().to_string().as_bytes());
-        files.retain(|(path, _, _)| {
-            let h = blake3::keyed_hash(seed.as_bytes(), path.as_bytes());
-            let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
-            (x as f64 / u64::MAX as f64) * 100.0 < p
-        });
+        sample(&mut files, p);
     }
+    let stop = Stop::new();
+    let mut report = check_files(&store, &files, args, &stop)?;
+    if args.device.is_none() && args.sample.is_none() && report.stopped.is_none() {
+        let known = catalog.stored_keys()?;
+        report.unknown = list_files(store.root())?
+            .into_iter()
+            .filter(|p| !known.contains(&clash_key(p)))
+            .collect();
+    }
+    let ok = report.missing.is_empty() && report.corrupt.is_empty() && report.unknown.is_empty();
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report, ok);
+    }
+    if report.stopped.is_some() {
+        return Ok(stop.exit_code());
+    }
+    Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
+}
 
+/// Keeps a random `percent` of `files`, a fresh share each run, so that repeated
+/// quick checks cover the store.
+fn sample(files: &mut Vec<(String, u64, String)>, percent: f64) {
+    let seed = blake3::hash(jiff::Timestamp::now().to_string().as_bytes());
+    files.retain(|(path, _, _)| {
+        let h = blake3::keyed_hash(seed.as_bytes(), path.as_bytes());
+        let x = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        (x as f64 / u64::MAX as f64) * 100.0 < percent
+    });
+}
+
+/// Re-reads each of `files` (store path, size, hash) from the disk and compares it
+/// with what was stored; a stop ends the check between two files. A link inside the
+/// store ends it with exit 4: what the link leads to is not the stored copy.
+fn check_files(
+    store: &Store,
+    files: &[(String, u64, String)],
+    args: &VerifyArgs,
+    stop: &Stop,
+) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         destination: store.root().display().to_string(),
         checked: 0,
@@ -89,7 +123,6 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         stopped: None,
         left: 0,
     };
-    let stop = Stop::new();
     let total_bytes: u64 = files.iter().map(|f| f.1).sum();
     let mut progress = Progress::new(args.json);
     progress.start("verify", files.len(), total_bytes);
@@ -103,85 +136,80 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         }
         progress.current(path);
         report.checked += 1;
-        match store.hash_stored(path, &mut buf, &mut |b| progress.advance(b)) {
-            // A link inside the store: what it leads to is not the stored copy.
+        let problem = match store.hash_stored(path, &mut buf, &mut |b| progress.advance(b)) {
             Err(e) if link_of(&e).is_some() => return Err(fail(Exit::Destination, e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.missing.push(Problem {
-                path: path.clone(),
-                problem: "missing from the store".into(),
-            }),
-            Err(e) => report.corrupt.push(Problem {
-                path: path.clone(),
-                problem: format!("cannot be read: {e}"),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some((false, "missing from the store".to_string()))
+            }
+            Err(e) => Some((true, format!("cannot be read: {e}"))),
             Ok((got_size, got)) => {
                 report.bytes_checked += got_size;
                 if got_size != *size {
-                    report.corrupt.push(Problem {
-                        path: path.clone(),
-                        problem: format!("size is {got_size} bytes, {size} were stored"),
-                    });
+                    Some((
+                        true,
+                        format!("size is {got_size} bytes, {size} were stored"),
+                    ))
                 } else if got.to_hex().as_str() != hash {
-                    report.corrupt.push(Problem {
-                        path: path.clone(),
-                        problem: "content differs from what was stored (hash mismatch)".into(),
-                    });
+                    let why = "content differs from what was stored (hash mismatch)";
+                    Some((true, why.to_string()))
                 } else {
-                    report.intact += 1;
+                    None
+                }
+            }
+        };
+        match problem {
+            None => report.intact += 1,
+            Some((corrupt, problem)) => {
+                let p = Problem {
+                    path: path.clone(),
+                    problem,
+                };
+                if corrupt {
+                    report.corrupt.push(p);
+                } else {
+                    report.missing.push(p);
                 }
             }
         }
         progress.file_done(i + 1, n, path);
     }
     progress.finish();
-    if args.device.is_none() && args.sample.is_none() && report.stopped.is_none() {
-        let known = catalog.stored_keys()?;
-        report.unknown = list_files(store.root())?
-            .into_iter()
-            .filter(|p| !known.contains(&clash_key(p)))
-            .collect();
-    }
+    Ok(report)
+}
 
-    let ok = report.missing.is_empty() && report.corrupt.is_empty() && report.unknown.is_empty();
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+/// The human report: the counts, each problem, and what to do about them.
+fn print_human(report: &VerifyReport, ok: bool) {
+    outln!(
+        "Verified {} files ({} bytes) in {}: {} intact, {} missing, {} corrupt, {} unknown",
+        report.checked,
+        report.bytes_checked,
+        report.destination,
+        report.intact,
+        report.missing.len(),
+        report.corrupt.len(),
+        report.unknown.len()
+    );
+    for p in report.missing.iter().chain(&report.corrupt) {
+        outln!("  {}: {}", crate::term::shown(&p.path), p.problem);
+    }
+    for u in &report.unknown {
         outln!(
-            "Verified {} files ({} bytes) in {}: {} intact, {} missing, {} corrupt, {} unknown",
-            report.checked,
-            report.bytes_checked,
-            report.destination,
-            report.intact,
-            report.missing.len(),
-            report.corrupt.len(),
-            report.unknown.len()
+            "  {}: not in the catalog (`offload reindex` adds it)",
+            crate::term::shown(u)
         );
-        for p in report.missing.iter().chain(&report.corrupt) {
-            outln!("  {}: {}", crate::term::shown(&p.path), p.problem);
-        }
-        for u in &report.unknown {
-            outln!(
-                "  {}: not in the catalog (`offload reindex` adds it)",
-                crate::term::shown(u)
-            );
-        }
-        if let Some(why) = &report.stopped {
-            outln!(
-                "Stopped: {} files checked, {} left unchecked ({why}). Nothing was changed; run \
-                 `offload verify` again to check them all.",
-                report.checked,
-                report.left
-            );
-        }
-        if !ok {
-            outln!(
-                "Damaged or missing files cannot be repaired from this drive: back them up again \
-                 from the phone (`offload backup` copies what the store lacks) or from another copy."
-            );
-        }
     }
-    if report.stopped.is_some() {
-        return Ok(stop.exit_code());
+    if let Some(why) = &report.stopped {
+        outln!(
+            "Stopped: {} files checked, {} left unchecked ({why}). Nothing was changed; run \
+             `offload verify` again to check them all.",
+            report.checked,
+            report.left
+        );
     }
-    Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
+    if !ok {
+        outln!(
+            "Damaged or missing files cannot be repaired from this drive: back them up again \
+             from the phone (`offload backup` copies what the store lacks) or from another copy."
+        );
+    }
 }
