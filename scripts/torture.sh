@@ -4,7 +4,8 @@
 #
 #   kill -9 at pseudo-random instants (folder, virtual Android, virtual iPhone), unplugs
 #   at pseudo-random byte offsets, a destination that fills up, turns read-only or
-#   disappears mid-run (these need root), hostile names, sizes and dates, hostile media;
+#   disappears mid-run (these need root: plain `cargo test` ignores them, this runs them
+#   and says SKIPPED when not root), hostile names, sizes and dates, hostile media;
 #   then tests/safety_store.rs (symbolic links inside the store, files swapped between
 #   listing and reading) as many rounds.
 #
@@ -25,7 +26,7 @@ test_log=$(mktemp)
 trap 'rm -f "$report" "$test_log"' EXIT
 set +e
 OFFLOAD_TORTURE_ITERATIONS=$rounds OFFLOAD_TORTURE_SEED=$seed OFFLOAD_TORTURE_REPORT=$report \
-  cargo test --test torture -- --nocapture 2>&1 | tee "$test_log" |
+  cargo test --test torture -- --include-ignored --nocapture 2>&1 | tee "$test_log" |
   grep --line-buffered -E '^(torture:|test |test result)|SKIPPED'
 status=${PIPESTATUS[0]}
 # Symbolic links inside the store and files swapped after listing, as many rounds.

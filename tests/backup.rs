@@ -359,6 +359,7 @@ impl Drop for Mount {
 }
 
 #[test]
+#[ignore = "needs root to mount a size-limited tmpfs; run by .ci/run"]
 fn refuses_when_the_drive_is_too_small() {
     if !is_root() {
         cannot_run(
@@ -407,6 +408,7 @@ fn refuses_when_the_drive_is_too_small() {
 }
 
 #[test]
+#[ignore = "needs root, FUSE, mkfs.vfat and fusefat (Debian: dosfstools, fusefat) for a FAT32 image; run by .ci/run"]
 fn fat32_refuses_files_over_4_gib_and_copies_the_rest() {
     if !is_root() {
         cannot_run(

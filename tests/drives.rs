@@ -106,6 +106,7 @@ fn label(tag: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, a loop device and mkfs.ext4 (Debian: e2fsprogs) for a labelled ext4 drive; run by .ci/run"]
 fn a_drive_is_found_by_label_and_an_unplugged_one_is_refused() {
     if !need_root("--to-drive and the unplugged-drive refusal") {
         return;
@@ -186,6 +187,7 @@ fn a_drive_is_found_by_label_and_an_unplugged_one_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root, a loop device, FUSE, mkfs.exfat and mount.exfat-fuse (Debian: exfatprogs, exfat-fuse); run by .ci/run"]
 fn exfat_takes_every_hostile_name() {
     if !need_root("exFAT name rules on a real exFAT filesystem") {
         return;
@@ -246,6 +248,7 @@ fn exfat_takes_every_hostile_name() {
 }
 
 #[test]
+#[ignore = "needs root, a loop device and mkfs.ext4 (Debian: e2fsprogs) for a labelled ext4 drive; run by .ci/run"]
 fn two_destinations_and_an_absent_one_caught_up() {
     if !need_root("several destinations with a drive plugged in later") {
         return;

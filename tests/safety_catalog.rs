@@ -416,6 +416,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
 }
 
 #[test]
+#[ignore = "needs root to mount a size-limited tmpfs; run by .ci/run"]
 fn a_new_destination_refused_for_space_leaves_nothing_behind() {
     let s = Scratch::new();
     two_rolls(&s);
@@ -449,6 +450,7 @@ fn saved_count(text: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root to mount a size-limited tmpfs; run by .ci/run"]
 fn a_disk_that_fills_up_mid_run_counts_exactly_the_files_it_kept() {
     let s = Scratch::new();
     let mnt = s.path("small");

@@ -633,6 +633,7 @@ fn hurt_mid_run(
 }
 
 #[test]
+#[ignore = "needs root to mount a size-limited tmpfs; run by .ci/run"]
 fn a_disk_that_fills_up_mid_run_stops_it_cleanly_and_a_bigger_one_completes_it() {
     let test = "disk_full_mid_run";
     if !is_root() {
@@ -706,6 +707,7 @@ fn a_disk_that_fills_up_mid_run_stops_it_cleanly_and_a_bigger_one_completes_it()
 }
 
 #[test]
+#[ignore = "needs root, a loop device, mkfs.ext4 and e2fsck (Debian: e2fsprogs) for an ext4 image that turns read-only; run by .ci/run"]
 fn a_destination_that_turns_read_only_mid_run_stops_it_cleanly() {
     let test = "read_only_mid_run";
     let missing: Vec<&str> = ["mkfs.ext4", "e2fsck", "losetup"]
@@ -816,6 +818,7 @@ fn a_destination_that_turns_read_only_mid_run_stops_it_cleanly() {
 }
 
 #[test]
+#[ignore = "needs root to mount and unmount a tmpfs; run by .ci/run"]
 fn a_destination_that_disappears_mid_run_stops_it_cleanly() {
     let test = "destination_gone_mid_run";
     if !is_root() {
