@@ -147,7 +147,13 @@ pub fn copy(
     };
     copy_all(&mut One { reader, expected }, store, pool, &mut one, stop);
     // No result: the stop came before the file's end.
-    one.result.unwrap_or(Err(CopyError::Stopped))
+    one.result.unwrap_or(Err(if stop.requested() {
+        CopyError::Stopped
+    } else {
+        CopyError::Source(SourceError::File(
+            "the copy ended before the file did".into(),
+        ))
+    }))
 }
 
 /// Bytes written between two nudges of the kernel's write-back.
@@ -336,6 +342,7 @@ fn read_files(
         if stop.requested() {
             break;
         }
+        let expected = files.expected(i);
         let mut reader = match files.open(i) {
             Ok(r) => r,
             Err(e) => {
@@ -349,19 +356,36 @@ fn read_files(
         if full_tx.send(FromReader::Start(i)).is_err() {
             break;
         }
+        let mut read = 0u64;
         loop {
-            if stop.requested() {
+            // A file read to its announced size is finished by the read that finds
+            // its end, stop or not: it is complete.
+            if stop.requested() && read < expected {
                 break 'files;
             }
             let Some(mut buf) = spare.pop().or_else(|| empty_rx.recv().ok()) else {
                 break 'files;
             };
             let got = loop {
-                match reader.read_chunk(&mut buf) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other,
+                // A reader that panics on what a device sent fails this file, not the
+                // run: the panic must not pass for the end of the copy.
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    reader.read_chunk(&mut buf)
+                }));
+                match attempt {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(other) => break other,
+                    Err(_) => {
+                        break Err(io::Error::other(
+                            "reading it failed unexpectedly (the device sent data offload \
+                             could not handle); it is retried on the next run",
+                        ))
+                    }
                 }
             };
+            if let Ok(n) = &got {
+                read += *n as u64;
+            }
             let message = match got {
                 Ok(0) => {
                     spare.push(buf);
@@ -771,6 +795,55 @@ mod tests {
         );
         assert!(matches!(r, Err(CopyError::Stopped)));
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 3);
+    }
+
+    /// A reader that panics on its first read.
+    struct Panicking;
+
+    impl Read for Panicking {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            panic!("hostile data");
+        }
+    }
+    impl FileRead for Panicking {}
+
+    #[test]
+    fn a_reader_that_panics_fails_its_file_and_the_copy_goes_on() {
+        struct Two;
+        impl Files for Two {
+            fn count(&self) -> usize {
+                2
+            }
+            fn expected(&self, i: usize) -> u64 {
+                [10, 3][i]
+            }
+            fn open(&mut self, i: usize) -> Result<Box<dyn FileRead + '_>, SourceError> {
+                Ok(match i {
+                    0 => Box::new(Panicking),
+                    _ => Box::new(Handing {
+                        data: data(3),
+                        at: 0,
+                        turn: 0,
+                    }),
+                })
+            }
+        }
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), true).unwrap();
+        let mut seen = Seen::default();
+        copy_all(&mut Two, &store, &mut Vec::new(), &mut seen, &Stop::new());
+        assert_eq!(seen.finished.len(), 2, "{:?}", seen.finished);
+        assert!(seen.finished[0].1.as_ref().unwrap_err().contains("unexpectedly"));
+        assert!(seen.finished[1].1.is_ok());
+        let r = copy(
+            &mut Panicking,
+            &store,
+            10,
+            &mut Vec::new(),
+            &mut |_| {},
+            &Stop::new(),
+        );
+        assert!(matches!(r, Err(CopyError::Source(_))), "not a stop");
     }
 
     /// Temp files that cannot be written (opened read-only), as on a failing drive.
