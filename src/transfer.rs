@@ -833,7 +833,11 @@ mod tests {
         let mut seen = Seen::default();
         copy_all(&mut Two, &store, &mut Vec::new(), &mut seen, &Stop::new());
         assert_eq!(seen.finished.len(), 2, "{:?}", seen.finished);
-        assert!(seen.finished[0].1.as_ref().unwrap_err().contains("unexpectedly"));
+        assert!(seen.finished[0]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .contains("unexpectedly"));
         assert!(seen.finished[1].1.is_ok());
         let r = copy(
             &mut Panicking,

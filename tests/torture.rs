@@ -2185,3 +2185,28 @@ fn stopping_free_up_deletes_nothing_after_the_stop() {
         "the second run deletes the rest"
     );
 }
+
+/// A first backup that reads nothing (every source unreadable) makes no store: a
+/// store made then would hold an empty catalog, which later runs refuse as lost.
+#[test]
+fn a_first_backup_that_reads_nothing_makes_no_store() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 5, 10_000);
+    let dest = s.path("new-store");
+    let d = dest.to_str().unwrap();
+    let (a, b) = (s.path("no-card-a"), s.path("no-card-b"));
+    let none = s.run(&[
+        "backup",
+        "--from",
+        a.to_str().unwrap(),
+        "--from",
+        b.to_str().unwrap(),
+        "--to",
+        d,
+    ]);
+    assert_eq!(none.code, 3, "{}", none.stderr);
+    assert!(!dest.exists(), "a store was made for nothing");
+    let r = s.run(&["backup", "--from", roll.to_str().unwrap(), "--to", d]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(store_files(&dest).len(), camera_files(&roll).len());
+}

@@ -133,6 +133,10 @@ pub fn backup_to_all(
     let mut first_error = None;
     let mut used = 0;
     for d in dests {
+        // After a stop the other destinations are caught up on the next run.
+        if used > 0 && opts.stop.requested() {
+            break;
+        }
         let result = d
             .locate()
             .and_then(|path| backup(sources, blocked, &path, d.create, opts, reports));
@@ -334,7 +338,10 @@ fn open_and_plan(
         listed = list_sources(sources, opts, blocked);
         plan_new_store(&mut listed, dest, &opts.filter)?;
     }
-    let store = if opts.dry_run {
+    // A store is not made for nothing: with no source listed (all blocked) or after a
+    // stop, a new store would hold an empty catalog that later runs refuse as lost.
+    let leave_uncreated = plan_first && (listed.is_empty() || opts.stop.requested());
+    let store = if opts.dry_run || leave_uncreated {
         None
     } else {
         Some(Store::open(dest, create).map_err(store_fail)?)
@@ -358,6 +365,18 @@ fn open_and_plan(
         listed = list_sources(sources, opts, blocked);
     }
     let plans = plan_sources(listed, &mut catalog, store.as_ref(), opts)?;
+    if leave_uncreated {
+        // Nothing is copied: what was planned is left for the next run.
+        let plans = plans
+            .into_iter()
+            .map(|mut p| {
+                p.report.left = p.plan.to_copy.len() as u64;
+                p.plan.to_copy.clear();
+                p
+            })
+            .collect();
+        return Ok((None, catalog, plans));
+    }
     if let Some(store) = &store {
         check_space(store, plans.iter().map(|p| p.plan.bytes_to_copy()).sum())?;
     }
