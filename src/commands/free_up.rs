@@ -125,13 +125,21 @@ fn selected(
     }))
 }
 
-/// Reads a listed object from the phone to its end: its size and BLAKE3 hash.
-fn hash_on_phone(deleter: &mut dyn Delete, entry: &Entry) -> Result<(u64, String), SourceError> {
+/// Reads a listed object from the phone to its end: its size and BLAKE3 hash; `None`
+/// when a stop came first.
+fn hash_on_phone(
+    deleter: &mut dyn Delete,
+    entry: &Entry,
+    stop: &Stop,
+) -> Result<Option<(u64, String)>, SourceError> {
     let mut reader = deleter.open_listed(entry)?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = Vec::new();
     let mut size = 0u64;
     loop {
+        if stop.requested() {
+            return Ok(None);
+        }
         let n = match reader.read_chunk(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -141,7 +149,7 @@ fn hash_on_phone(deleter: &mut dyn Delete, entry: &Entry) -> Result<(u64, String
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((size, hasher.finalize().to_hex().to_string()))
+    Ok(Some((size, hasher.finalize().to_hex().to_string())))
 }
 
 pub fn run(args: &FreeUpArgs) -> Result<u8> {
@@ -260,6 +268,11 @@ enum Deletion {
     Kept(String),
     /// The phone went away (exit 5): nothing more is tried on it.
     Gone(String),
+    /// A stop came while the file was read: it is not deleted.
+    Stopped,
+    /// Deleted from the phone, but the deletion could not be logged in a catalog
+    /// (the reason): reported as deleted, and the run ends with exit 1.
+    DeletedUnlogged(String),
 }
 
 impl Check<'_> {
@@ -437,9 +450,19 @@ impl Check<'_> {
                         reason,
                     });
                 }
+                Deletion::DeletedUnlogged(why) => {
+                    errln!("offload: {why}");
+                    self.code = self.code.max(Exit::SomeFailed as u8);
+                    res.deleted.push(entry.path.clone());
+                    res.bytes_freed += entry.size;
+                }
                 Deletion::Gone(why) => {
                     self.code = self.code.max(Exit::Gone as u8);
                     res.note = Some(why);
+                    break;
+                }
+                Deletion::Stopped => {
+                    res.stopped = Some(self.stop.reason().into());
                     break;
                 }
             }
@@ -456,8 +479,9 @@ impl Check<'_> {
         entry: &Entry,
         copies: &[Copy],
     ) -> Result<Deletion> {
-        let on_phone = match hash_on_phone(deleter, entry) {
-            Ok(found) => found,
+        let on_phone = match hash_on_phone(deleter, entry, self.stop) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Deletion::Stopped),
             Err(SourceError::Gone(m)) => return Ok(Deletion::Gone(m)),
             Err(e) => {
                 return Ok(Deletion::Kept(format!(
@@ -466,6 +490,10 @@ impl Check<'_> {
                 )))
             }
         };
+        // Nothing is deleted after a stop, even a file read to its end.
+        if self.stop.requested() {
+            return Ok(Deletion::Stopped);
+        }
         let matching: Vec<&Copy> = copies
             .iter()
             .filter(|c| on_phone.0 == entry.size && on_phone.1 == c.hash)
@@ -481,15 +509,24 @@ impl Check<'_> {
         }
         match deleter.delete(entry) {
             Ok(()) => {
-                for (_, catalog) in self.stores {
-                    catalog.record_deletion(
+                // The file is gone from the phone whatever happens next: it is reported
+                // as deleted even if a log entry cannot be written.
+                for (store, catalog) in self.stores {
+                    if let Err(e) = catalog.record_deletion(
                         device,
                         &entry.path,
                         entry.size,
                         entry.mtime,
                         &matching[0].hash,
                         &matching[0].path,
-                    )?;
+                    ) {
+                        return Ok(Deletion::DeletedUnlogged(format!(
+                            "{} was deleted from the phone, but the deletion could not be \
+                             logged in the catalog of {}: {e:#}",
+                            shown(&entry.path),
+                            store.root().display()
+                        )));
+                    }
                 }
                 Ok(Deletion::Deleted)
             }
