@@ -28,7 +28,7 @@ use crate::commands::backup::{cloud_record, cloud_records};
 use crate::commit::with_extension_of;
 use crate::error::{fail, Exit};
 use crate::filter::{DateKnown, Filter, Known};
-use crate::media::{self, Categories, Category, Clues, Tag};
+use crate::media::{self, Categories, Category, Tag};
 use crate::plan::{self, Item, Live};
 use crate::report::{cloud_message, Progress};
 use crate::source::detect::{detect, DetectOptions};
@@ -539,26 +539,14 @@ impl Exporter<'_> {
             }
             Err(e) => Err(CopyError::Source(e)),
             Ok(mut reader) => self.export(&mut *reader, entry.size, &entry.path, follows, |c| {
-                let found = media::inspect(&c.temp, entry.file_name(), entry.mtime);
-                let categories = media::classify(&Clues {
-                    path: &entry.path,
-                    head: Some(&c.head),
-                    lens: found.lens.as_deref(),
-                    device_kind: entry.facts.kind,
-                    device_tags: &entry.facts.tags,
-                    live_pair: live.is_some(),
-                });
-                let admitted = filter.admits(&Known {
-                    categories: &categories,
-                    date: DateKnown::Exact(found.date.local),
-                    read: true,
-                    library: entry.facts.in_library,
-                });
+                let clues = entry.clues(Some(&c.head), live.is_some());
+                let found = media::examine(&c.temp, entry.file_name(), entry.mtime, clues);
+                let admitted = filter.admits_read(&found, entry.facts.in_library);
                 admitted.then(|| Target {
                     wanted: template.render(&Fields {
                         device,
                         date: found.date.local,
-                        category: categories.primary.as_str(),
+                        category: found.categories.primary.as_str(),
                         name: entry.file_name(),
                         hash: &c.hash,
                     }),
