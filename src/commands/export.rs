@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use rustix::fs::{AtFlags, OFlags};
 use serde::Serialize;
 
@@ -35,7 +36,7 @@ use crate::source::detect::{detect, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{Skipped, Source, SourceError};
 use crate::stop::Stop;
-use crate::store::fsinfo::{self, human_bytes};
+use crate::store::fsinfo;
 use crate::store::hash_from_disk;
 use crate::store::template::{Fields, Template};
 use crate::store::{place_into, Placed, META_DIR};
@@ -288,7 +289,7 @@ fn human(r: &ExportReport) -> String {
         "  {:<18} {} files, {}\n  {:<18} {}\n",
         "exported",
         r.exported,
-        human_bytes(r.bytes),
+        DecimalBytes(r.bytes),
         "already there",
         r.identical
     );

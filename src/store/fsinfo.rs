@@ -221,22 +221,6 @@ pub fn syncfs(fd: &File) -> io::Result<()> {
     rustix::fs::syncfs(fd).map_err(Into::into)
 }
 
-/// "1.5 GB" style sizes for messages.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,7 +288,5 @@ not a mountinfo line
         let info = FsInfo::of(d.path()).unwrap();
         assert!(info.total_bytes > 0);
         assert!(!info.fstype.is_empty());
-        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
-        assert_eq!(human_bytes(999), "999 B");
     }
 }
