@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -39,7 +39,7 @@ use crate::stop::Stop;
 use crate::store::fsinfo;
 use crate::store::hash_from_disk;
 use crate::store::template::{Fields, Template};
-use crate::store::{place_into, Placed, META_DIR};
+use crate::store::{place_into, temp_file_in, Placed, META_DIR};
 use crate::transfer::{self, Copied, CopyError, TempFiles};
 
 /// Layout of an export unless `--template` or `--flat` says otherwise.
@@ -166,17 +166,7 @@ impl ExportDir {
 
 impl TempFiles for ExportDir {
     fn temp_file(&self) -> io::Result<(PathBuf, File)> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{n}.part", std::process::id());
-        let path = self.work.join(&name);
-        let f = beneath::open_in(
-            self.work_fd.as_fd(),
-            OsStr::new(&name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-            0o666,
-            &path,
-        )?;
-        Ok((path, f))
+        temp_file_in(self.work_fd.as_fd(), &self.work, &self.counter)
     }
 }
 
