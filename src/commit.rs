@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::catalog::{Catalog, NewFile, Sighting};
-use crate::filter::{DateKnown, Filter, Known};
-use crate::media::{self, Categories, Clues};
+use crate::filter::Filter;
+use crate::media::{self, Categories};
 use crate::plan::{Item, Live};
 use crate::source::Entry;
 use crate::store::names::{clash_key, sanitize_component, split_ext};
@@ -202,32 +202,20 @@ impl<'a> Batch<'a> {
                 }
             }
         }
-        let look = |with_meta: bool| {
-            let found =
-                with_meta.then(|| media::inspect(&copied.temp, entry.file_name(), entry.mtime));
-            let categories = media::classify(&Clues {
-                path: &entry.path,
-                head: Some(&copied.head),
-                lens: found.as_ref().and_then(|f| f.lens.as_deref()),
-                device_kind: entry.facts.kind,
-                device_tags: &entry.facts.tags,
-                live_pair: live.is_some(),
-            });
-            (found, categories)
-        };
+        let clues = entry.clues(Some(&copied.head), live.is_some());
         // A duplicate needs no date unless the selection asks for one.
-        let (found, categories) = look(!duplicate || !self.filter.is_empty());
+        let examined = (!duplicate || !self.filter.is_empty())
+            .then(|| media::examine(&copied.temp, entry.file_name(), entry.mtime, clues));
         let keep = match still_path.as_ref().and_then(|s| self.stills.get(s)) {
             // The motion half goes where its still goes.
             Some(still) => still.kept,
-            None => found.as_ref().is_none_or(|f| {
-                self.filter.admits(&Known {
-                    categories: &categories,
-                    date: DateKnown::Exact(f.date.local),
-                    read: true,
-                    library: entry.facts.in_library,
-                })
-            }),
+            None => examined
+                .as_ref()
+                .is_none_or(|e| self.filter.admits_read(e, entry.facts.in_library)),
+        };
+        let (found, categories) = match examined {
+            Some(e) => (Some(e.date), e.categories),
+            None => (None, media::classify(&clues)),
         };
         let is_still = matches!(live, Some(Live::Still { .. }));
         if is_still {
@@ -258,7 +246,6 @@ impl<'a> Batch<'a> {
             return Ok(Outcome::Duplicate);
         }
         let date = found
-            .map(|f| f.date)
             .unwrap_or_else(|| media::capture_date(&copied.temp, entry.file_name(), entry.mtime));
         // Set before the flush syncs and renames it, so that the file appears with it.
         media::keep_copy_time(&copied.temp, entry.mtime, &date);

@@ -10,7 +10,7 @@
 use jiff::civil::{Date, DateTime};
 use jiff::ToSpan;
 
-use crate::media::{Categories, Category, Tag};
+use crate::media::{Categories, Category, Examined, Tag};
 
 /// Which files a backup or an export takes. Files left out are not marked as backed
 /// up: a later run without the filter copies them.
@@ -244,6 +244,17 @@ impl Filter {
             return false;
         }
         self.date_admits(k.date)
+    }
+
+    /// The decision, for good, on a file that has been read: its categories and its
+    /// capture date are those `examined` found; `library` as [`Known::library`] says.
+    pub fn admits_read(&self, examined: &Examined, library: bool) -> bool {
+        self.admits(&Known {
+            categories: &examined.categories,
+            date: DateKnown::Exact(examined.date.local),
+            read: true,
+            library,
+        })
     }
 
     fn date_admits(&self, date: DateKnown) -> bool {

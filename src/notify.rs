@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use indicatif::DecimalBytes;
+
 use crate::error::{Exit, Fail};
 use crate::report::RunReport;
-use crate::store::fsinfo::human_bytes;
 
 /// What a backup run did, kept for the notification posted when it ends.
 #[derive(Clone, Debug, Default)]
@@ -59,7 +60,7 @@ pub fn after_backup(result: &anyhow::Result<u8>, reports: &[RunReport]) {
             let mut body = format!(
                 "{} new files backed up ({}) from {}.",
                 s.copied,
-                human_bytes(s.bytes),
+                DecimalBytes(s.bytes),
                 s.devices.join(", ")
             );
             if s.failed > 0 {

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::filter::{DateKnown, Filter, Known};
-use crate::media::{self, Categories, Clues, DateSource};
+use crate::media::{self, Categories, DateSource};
 use crate::source::{Entry, Listing, Skipped};
 
 /// A file's part in a Live Photo pair; each names the other half's path.
@@ -66,13 +66,7 @@ impl Plan {
 /// What is known of an entry before reading it: its categories (name, folder, the
 /// library's facts) and a first idea of its date.
 pub fn known_before_reading(entry: &Entry, live_pair: bool) -> (Categories, DateKnown) {
-    let categories = media::classify(&Clues {
-        path: &entry.path,
-        device_kind: entry.facts.kind,
-        device_tags: &entry.facts.tags,
-        live_pair,
-        ..Clues::default()
-    });
+    let categories = media::classify(&entry.clues(None, live_pair));
     let date = match entry.facts.captured {
         Some(d) => DateKnown::Exact(d),
         None => {

@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::catalog::CloudOnly;
 use crate::source::detect::Blocked;
 use crate::source::{DeviceInfo, Skipped};
-use crate::store::fsinfo::human_bytes;
 
 /// One source's result, also the shape of `devices[]` in `--json`.
 #[derive(Debug, Default, Serialize)]
@@ -100,7 +99,7 @@ impl RunReport {
             out.push_str(&format!(
                 "  {verb:<18} {} files, {}\n",
                 d.copied,
-                human_bytes(d.bytes_copied)
+                DecimalBytes(d.bytes_copied)
             ));
             out.push_str(&format!(
                 "  {:<18} {}\n",
@@ -174,7 +173,7 @@ impl RunReport {
                 (false, None) => "Done",
             },
             self.elapsed_s,
-            human_bytes((total_bytes as f64 / secs) as u64),
+            DecimalBytes((total_bytes as f64 / secs) as u64),
             self.destination
         ));
         out
@@ -259,7 +258,7 @@ impl Progress {
             errln!(
                 "{}: {files} new files, {} to copy",
                 crate::term::shown(name),
-                human_bytes(bytes)
+                DecimalBytes(bytes)
             );
         }
     }

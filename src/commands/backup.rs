@@ -7,6 +7,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 
 use crate::catalog::{Catalog, CloudOnly, RunCounts, CATALOG_FILE};
 use crate::cli::BackupArgs;
@@ -20,7 +21,6 @@ use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{DeviceInfo, Entry, Listing, Skipped, Source, SourceError};
 use crate::stop::Stop;
-use crate::store::fsinfo::human_bytes;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
 use crate::store::{Store, StoreError, IDENTITY_FILE};
 use crate::transfer::Copied;
@@ -655,9 +655,9 @@ fn refuse_too_large(store: &Store, plan: &mut Plan, report: &mut DeviceReport) {
             reason: format!(
                 "{} is larger than the {} filesystem of the destination allows ({}); \
                  back it up to an exFAT, NTFS or ext4 drive",
-                human_bytes(e.size),
+                DecimalBytes(e.size),
                 fstype,
-                human_bytes(limit)
+                DecimalBytes(limit)
             ),
         });
         false
@@ -686,8 +686,8 @@ fn no_room(dest: &Path, fs: &crate::store::fsinfo::FsInfo, needed: u64) -> anyho
             dest.display(),
             fs.mount_source,
             fs.mount_point.display(),
-            human_bytes(needed + space_reserve(fs.total_bytes)),
-            human_bytes(fs.free_bytes)
+            DecimalBytes(needed + space_reserve(fs.total_bytes)),
+            DecimalBytes(fs.free_bytes)
         ),
     )
 }
@@ -756,8 +756,8 @@ fn dest_failure(store: &Store, e: &anyhow::Error, saved: u64, left: u64) -> anyh
                 "The drive holding {dest} (mounted at {mount}) is full: {} more needed, {} free. \
                  {kept} Free some space or use a bigger drive, then run offload again to copy \
                  the rest.",
-                human_bytes(left + space_reserve(store.fs.total_bytes)),
-                human_bytes(free)
+                DecimalBytes(left + space_reserve(store.fs.total_bytes)),
+                DecimalBytes(free)
             )
         }
         DestProblem::ReadOnly => format!(
@@ -857,7 +857,7 @@ impl transfer::Copying for Sink<'_> {
         match result {
             Ok(c) => {
                 // "read", not "copied": the file is safe only once its batch is committed.
-                let line = format!("read {} ({})", entry.path, human_bytes(c.size));
+                let line = format!("read {} ({})", entry.path, DecimalBytes(c.size));
                 let sent = match &self.tx {
                     Some(tx) => tx.send((c, item.clone())).is_ok(),
                     None => false,

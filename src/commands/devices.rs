@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use serde::Serialize;
 
 use crate::cli::DevicesArgs;
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::{DeviceInfo, StorageInfo};
-use crate::store::fsinfo::human_bytes;
 
 #[derive(Serialize)]
 struct Device {
@@ -86,8 +86,8 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
             outln!(
                 "  storage   {}: {} free of {}",
                 crate::term::shown(description),
-                human_bytes(*free_bytes),
-                human_bytes(*capacity_bytes)
+                DecimalBytes(*free_bytes),
+                DecimalBytes(*capacity_bytes)
             );
         }
         for w in &i.warnings {

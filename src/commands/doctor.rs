@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CATALOG_FILE};
@@ -20,7 +21,7 @@ use crate::commands::schedule;
 use crate::config;
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::iphone;
-use crate::store::fsinfo::{human_bytes, FsInfo};
+use crate::store::fsinfo::FsInfo;
 use crate::store::{Identity, META_DIR};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -424,8 +425,8 @@ fn destination(c: &mut Checks, dest: &Path) {
     if let Some(fs) = &fs {
         let free = format!(
             "{} free of {}",
-            human_bytes(fs.free_bytes),
-            human_bytes(fs.total_bytes)
+            DecimalBytes(fs.free_bytes),
+            DecimalBytes(fs.total_bytes)
         );
         if fs.total_bytes == 0 {
             c.ok("destination", "free space: not reported by this filesystem");
@@ -454,7 +455,7 @@ fn destination(c: &mut Checks, dest: &Path) {
                 "destination",
                 format!(
                     "filesystem {fstype}: files over {} cannot be stored (long videos are refused with the reason); {}",
-                    human_bytes(limit),
+                    DecimalBytes(limit),
                     name_rules(&fs.fstype)
                 ),
                 "For long videos, use a drive formatted exFAT, NTFS or ext4.",

@@ -14,10 +14,11 @@ use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use rustix::fs::{AtFlags, OFlags};
 use serde::Serialize;
 
@@ -28,17 +29,17 @@ use crate::commands::backup::{cloud_record, cloud_records};
 use crate::commit::with_extension_of;
 use crate::error::{fail, Exit};
 use crate::filter::{DateKnown, Filter, Known};
-use crate::media::{self, Categories, Category, Clues, Tag};
+use crate::media::{self, Categories, Category, Tag};
 use crate::plan::{self, Item, Live};
 use crate::report::{cloud_message, Progress};
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::{Skipped, Source, SourceError};
 use crate::stop::Stop;
-use crate::store::fsinfo::{self, human_bytes};
+use crate::store::fsinfo;
 use crate::store::hash_from_disk;
 use crate::store::template::{Fields, Template};
-use crate::store::{place_into, Placed, META_DIR};
+use crate::store::{place_into, temp_file_in, Placed, META_DIR};
 use crate::transfer::{self, Copied, CopyError, TempFiles};
 
 /// Layout of an export unless `--template` or `--flat` says otherwise.
@@ -165,17 +166,7 @@ impl ExportDir {
 
 impl TempFiles for ExportDir {
     fn temp_file(&self) -> io::Result<(PathBuf, File)> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{n}.part", std::process::id());
-        let path = self.work.join(&name);
-        let f = beneath::open_in(
-            self.work_fd.as_fd(),
-            OsStr::new(&name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-            0o666,
-            &path,
-        )?;
-        Ok((path, f))
+        temp_file_in(self.work_fd.as_fd(), &self.work, &self.counter)
     }
 }
 
@@ -288,7 +279,7 @@ fn human(r: &ExportReport) -> String {
         "  {:<18} {} files, {}\n  {:<18} {}\n",
         "exported",
         r.exported,
-        human_bytes(r.bytes),
+        DecimalBytes(r.bytes),
         "already there",
         r.identical
     );
@@ -539,26 +530,14 @@ impl Exporter<'_> {
             }
             Err(e) => Err(CopyError::Source(e)),
             Ok(mut reader) => self.export(&mut *reader, entry.size, &entry.path, follows, |c| {
-                let found = media::inspect(&c.temp, entry.file_name(), entry.mtime);
-                let categories = media::classify(&Clues {
-                    path: &entry.path,
-                    head: Some(&c.head),
-                    lens: found.lens.as_deref(),
-                    device_kind: entry.facts.kind,
-                    device_tags: &entry.facts.tags,
-                    live_pair: live.is_some(),
-                });
-                let admitted = filter.admits(&Known {
-                    categories: &categories,
-                    date: DateKnown::Exact(found.date.local),
-                    read: true,
-                    library: entry.facts.in_library,
-                });
+                let clues = entry.clues(Some(&c.head), live.is_some());
+                let found = media::examine(&c.temp, entry.file_name(), entry.mtime, clues);
+                let admitted = filter.admits_read(&found, entry.facts.in_library);
                 admitted.then(|| Target {
                     wanted: template.render(&Fields {
                         device,
                         date: found.date.local,
-                        category: categories.primary.as_str(),
+                        category: found.categories.primary.as_str(),
                         name: entry.file_name(),
                         hash: &c.hash,
                     }),

@@ -19,6 +19,7 @@
 //! inconsistent, so the verified list is printed for deleting in the Photos app.
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -31,7 +32,6 @@ use crate::media::{Categories, Category, Tag};
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::{Delete, Entry, Source, SourceError, SourceKind};
 use crate::stop::Stop;
-use crate::store::fsinfo::human_bytes;
 use crate::store::Store;
 use crate::term::shown;
 
@@ -557,7 +557,7 @@ fn print_human(results: &[DeviceResult], args: &FreeUpArgs) {
                 "  deleted {} file{}, {} freed{}",
                 r.deleted.len(),
                 if r.deleted.len() == 1 { "" } else { "s" },
-                human_bytes(r.bytes_freed),
+                DecimalBytes(r.bytes_freed),
                 if r.deleted.is_empty() { "" } else { ":" }
             );
             for p in &r.deleted {
@@ -567,13 +567,13 @@ fn print_human(results: &[DeviceResult], args: &FreeUpArgs) {
             outln!(
                 "  {} files ({}) are verified on the backup and can be deleted:",
                 r.eligible.len(),
-                human_bytes(bytes)
+                DecimalBytes(bytes)
             );
             for i in &r.eligible {
                 outln!(
                     "    {}  {}  {}",
                     i.captured,
-                    human_bytes(i.size),
+                    DecimalBytes(i.size),
                     shown(&i.path)
                 );
             }

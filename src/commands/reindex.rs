@@ -150,15 +150,13 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             .and_then(|t| jiff::Timestamp::try_from(t).ok())
             .map_or(0, |t| t.as_second());
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        let found = media::inspect(&path, name, mtime);
-        let date = found.date;
         // The phone's library is not at hand: the content, the name and the lens decide.
-        let categories = media::classify(&media::Clues {
+        let clues = media::Clues {
             path: rel,
             head: Some(&head),
-            lens: found.lens.as_deref(),
             ..media::Clues::default()
-        });
+        };
+        let media::Examined { date, categories } = media::examine(&path, name, mtime, clues);
         let tags = categories.tag_names();
         let hash = h.finalize().to_hex().to_string();
         let captured = date.local.to_string();

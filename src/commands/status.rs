@@ -2,6 +2,7 @@
 //! and tag, and what the phone's library holds only in iCloud.
 
 use anyhow::Result;
+use indicatif::DecimalBytes;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, SourceStatus, CATALOG_FILE};
@@ -9,7 +10,6 @@ use crate::cli::StatusArgs;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::report::cloud_message;
-use crate::store::fsinfo::human_bytes;
 use crate::store::{IDENTITY_FILE, META_DIR};
 
 #[derive(Serialize)]
@@ -66,7 +66,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         "Backup at {}: {} files, {}",
         report.destination,
         report.files,
-        human_bytes(report.bytes)
+        DecimalBytes(report.bytes)
     );
     for s in &report.sources {
         outln!(
@@ -88,7 +88,7 @@ pub fn run(args: &StatusArgs) -> Result<u8> {
         outln!(
             "  stored        {} files, {}",
             s.files,
-            human_bytes(s.bytes)
+            DecimalBytes(s.bytes)
         );
         let cats: Vec<String> = s
             .categories

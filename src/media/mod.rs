@@ -6,6 +6,7 @@
 //!   live, other) and any tags (edited, burst, selfie, slo-mo, time-lapse, panorama,
 //!   messaging, download, favorite, hidden, album:NAME), from the content first, then the
 //!   device's library, the platform's folder and name patterns and the metadata.
+//! - [`examine`]: both for a file that has been read, from one parse of its metadata.
 
 mod category;
 pub mod convert;
@@ -268,14 +269,37 @@ pub fn capture_date_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> Ca
 /// What reading a file's metadata tells: its capture date (always an answer, as
 /// [`capture_date`] gives it) and the lens that took it, if the file says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Inspected {
-    pub date: CaptureDate,
-    pub lens: Option<String>,
+struct Inspected {
+    date: CaptureDate,
+    lens: Option<String>,
 }
 
 /// [`capture_date`] and the lens, from one parse of the file.
-pub fn inspect(path: &Path, name: &str, mtime: i64) -> Inspected {
+fn inspect(path: &Path, name: &str, mtime: i64) -> Inspected {
     inspect_in(path, name, mtime, &TimeZone::system())
+}
+
+/// What a file is and when it was taken, once it has been read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Examined {
+    pub date: CaptureDate,
+    pub categories: Categories,
+}
+
+/// Dates and categorises the local file `path` (a copy, or a stored file) from one
+/// parse of its metadata: its capture date as [`capture_date`] gives it (`name` and
+/// `mtime` are the source's), and its categories from `clues` with the lens the file
+/// names (any lens in `clues` is replaced by the file's own, or none).
+pub fn examine(path: &Path, name: &str, mtime: i64, clues: Clues) -> Examined {
+    let found = inspect(path, name, mtime);
+    let categories = classify(&Clues {
+        lens: found.lens.as_deref(),
+        ..clues
+    });
+    Examined {
+        date: found.date,
+        categories,
+    }
 }
 
 fn inspect_in(path: &Path, name: &str, mtime: i64, tz: &TimeZone) -> Inspected {

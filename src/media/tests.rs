@@ -215,14 +215,13 @@ fn fixture_tags_and_content_only_motion_photos() {
     );
     for (name, _, _) in expectations() {
         let path = dir.join(name);
-        let found = inspect(&path, name, MTIME);
         let head = head(&path);
-        let c = classify(&Clues {
+        let clues = Clues {
             path: &format!("DCIM/Camera/{name}"),
             head: Some(&head),
-            lens: found.lens.as_deref(),
             ..Clues::default()
-        });
+        };
+        let c = examine(&path, name, MTIME, clues).categories;
         assert!(c.tags.is_empty(), "{name}: {:?}", c.tags);
     }
     let lens = inspect(&dir.join("iphone-13-pro-max.HEIC"), "x", MTIME).lens;

@@ -14,7 +14,7 @@ use std::io::Read;
 
 use serde::Serialize;
 
-use crate::media::{Category, Tag};
+use crate::media::{Category, Clues, Tag};
 
 /// One file being read from a source: its bytes in order, through [`Read`] or, for
 /// whoever moves whole chunks (the copy), through [`FileRead::read_chunk`].
@@ -168,6 +168,20 @@ impl Entry {
     /// else [`Entry::name`] (untrusted either way: the store sanitises it).
     pub fn file_name(&self) -> &str {
         self.facts.name.as_deref().unwrap_or_else(|| self.name())
+    }
+
+    /// What the entry itself tells of what the file is, for [`crate::media::classify`]
+    /// and [`crate::media::examine`]: its path and its library's kind and tags, with
+    /// `head` (the first bytes, once read) and whether it is half of a Live Photo pair.
+    pub fn clues<'a>(&'a self, head: Option<&'a [u8]>, live_pair: bool) -> Clues<'a> {
+        Clues {
+            path: &self.path,
+            head,
+            lens: None,
+            device_kind: self.facts.kind,
+            device_tags: &self.facts.tags,
+            live_pair,
+        }
     }
 }
 

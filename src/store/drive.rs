@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::fsinfo::{mounts, Mount};
+
 /// One mounted block-device filesystem.
 #[derive(Clone, Debug)]
 pub struct Mounted {
@@ -17,9 +19,6 @@ pub struct Mounted {
 /// where they can be read: from `/dev/disk/by-label` and `by-uuid` (udev's links), else
 /// from `blkid` (util-linux), which reads the superblock.
 pub fn mounted() -> Vec<Mounted> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
     let links = |dir: &str| -> Vec<(String, PathBuf)> {
         std::fs::read_dir(dir)
             .map(|rd| {
@@ -35,16 +34,12 @@ pub fn mounted() -> Vec<Mounted> {
     let by_label = links("/dev/disk/by-label");
     let by_uuid = links("/dev/disk/by-uuid");
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mp) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mut right = right.split(' ');
-        let fstype = right.next().unwrap_or("").to_string();
-        let source = super::fsinfo::unescape_mountinfo(right.next().unwrap_or(""));
+    for Mount {
+        mount_point,
+        fstype,
+        source,
+    } in mounts()
+    {
         if !source.starts_with("/dev/") {
             continue;
         }
@@ -60,7 +55,7 @@ pub fn mounted() -> Vec<Mounted> {
         }
         out.push(Mounted {
             device,
-            mount_point: PathBuf::from(super::fsinfo::unescape_mountinfo(mp)),
+            mount_point,
             fstype,
             label,
             uuid,

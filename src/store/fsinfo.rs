@@ -33,8 +33,15 @@ impl FsInfo {
         let free_bytes = st.f_bavail.saturating_mul(st.f_frsize);
         let total_bytes = st.f_blocks.saturating_mul(st.f_frsize);
         let canon = path.canonicalize()?;
-        let (mount_point, fstype, mount_source) =
-            mount_of(&canon).unwrap_or_else(|| (PathBuf::from("/"), String::new(), String::new()));
+        let Mount {
+            mount_point,
+            fstype,
+            source: mount_source,
+        } = mount_of(&canon).unwrap_or_else(|| Mount {
+            mount_point: PathBuf::from("/"),
+            fstype: String::new(),
+            source: String::new(),
+        });
         let max_file_size = max_file_size_for(&fstype, &mount_source);
         Ok(FsInfo {
             fstype,
@@ -88,34 +95,55 @@ fn max_file_size_for(fstype: &str, _source: &str) -> Option<u64> {
 }
 
 /// Finds the mount that holds `path` (already canonical): the longest mount point
-/// that is a prefix of it. Returns (mount point, fstype, source).
-fn mount_of(path: &Path) -> Option<(PathBuf, String, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(PathBuf, String, String)> = None;
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let Some(mp) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let mp = PathBuf::from(unescape_mountinfo(mp));
-        let mut right = right.split(' ');
-        let fstype = right.next().unwrap_or("").to_string();
-        let source = unescape_mountinfo(right.next().unwrap_or(""));
-        if path.starts_with(&mp)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _, _)| mp.as_os_str().len() >= b.as_os_str().len())
-        {
-            best = Some((mp, fstype, source));
-        }
-    }
-    best
+/// that is a prefix of it, the last listed of equals (a mount over another comes after
+/// it, and `max_by_key` keeps the last maximum).
+fn mount_of(path: &Path) -> Option<Mount> {
+    mounts()
+        .into_iter()
+        .filter(|m| path.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+}
+
+/// One line of `/proc/self/mountinfo`, unescaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mount {
+    pub mount_point: PathBuf,
+    /// `ext4`, `vfat`, `fuseblk`...
+    pub fstype: String,
+    /// What is mounted (`/dev/sdb1`, `tmpfs`...).
+    pub source: String,
+}
+
+/// Every mount of this process's namespace, in the kernel's order (a mount over
+/// another comes after it); none when `/proc` cannot be read.
+pub(crate) fn mounts() -> Vec<Mount> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| parse_mountinfo(&text))
+        .unwrap_or_default()
+}
+
+/// The mounts of mountinfo's `text`; lines it cannot read are passed over.
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            // Optional fields run up to the " - " separator: the fifth field before it is
+            // the mount point, the first two after it the type and the source.
+            let (left, right) = line.split_once(" - ")?;
+            let mount_point = PathBuf::from(unescape_mountinfo(left.split(' ').nth(4)?));
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or("").to_string();
+            let source = unescape_mountinfo(right.next().unwrap_or(""));
+            Some(Mount {
+                mount_point,
+                fstype,
+                source,
+            })
+        })
+        .collect()
 }
 
 /// mountinfo writes space, tab, newline and backslash as octal escapes (`\040`).
-pub(crate) fn unescape_mountinfo(s: &str) -> String {
+fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -193,22 +221,6 @@ pub fn syncfs(fd: &File) -> io::Result<()> {
     rustix::fs::syncfs(fd).map_err(Into::into)
 }
 
-/// "1.5 GB" style sizes for messages.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +233,30 @@ mod tests {
         );
         assert_eq!(unescape_mountinfo(r"/a\134b"), r"/a\b");
         assert_eq!(unescape_mountinfo(r"/x\04"), r"/x\04");
+    }
+
+    #[test]
+    fn mountinfo_lines() {
+        let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+98 22 8:17 / /media/me/MY\\040DRIVE rw,nosuid master:2 - vfat /dev/sdb1 rw,uid=1000
+99 22 0:50 / /mnt/no\\011tab rw - fuse.sshfs me@host:/a\\040b rw
+not a mountinfo line
+";
+        let m = parse_mountinfo(text);
+        let at = |mp: &str, fstype: &str, source: &str| Mount {
+            mount_point: PathBuf::from(mp),
+            fstype: fstype.into(),
+            source: source.into(),
+        };
+        assert_eq!(
+            m,
+            [
+                at("/", "ext4", "/dev/sda1"),
+                at("/media/me/MY DRIVE", "vfat", "/dev/sdb1"),
+                at("/mnt/no\ttab", "fuse.sshfs", "me@host:/a b"),
+            ]
+        );
     }
 
     #[test]
@@ -252,7 +288,5 @@ mod tests {
         let info = FsInfo::of(d.path()).unwrap();
         assert!(info.total_bytes > 0);
         assert!(!info.fstype.is_empty());
-        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
-        assert_eq!(human_bytes(999), "999 B");
     }
 }

@@ -25,6 +25,28 @@ use self::fsinfo::FsInfo;
 use self::names::split_ext;
 use crate::beneath::{self, Link};
 
+/// Creates a new, empty temp file `<pid>-<n>.part` in the folder `dir`, opened as
+/// `dir_fd`, with `n` the next number of `counter`: never an existing file, and never
+/// through a link. Returns its path (`dir` joined with the name) and the file, open for
+/// writing.
+pub fn temp_file_in(
+    dir_fd: BorrowedFd<'_>,
+    dir: &Path,
+    counter: &AtomicU64,
+) -> io::Result<(PathBuf, File)> {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{}-{n}.part", std::process::id());
+    let path = dir.join(&name);
+    let f = beneath::open_in(
+        dir_fd,
+        OsStr::new(&name),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+        0o666,
+        &path,
+    )?;
+    Ok((path, f))
+}
+
 /// Name of the folder inside the store that holds its own state.
 pub const META_DIR: &str = ".offload";
 pub const IDENTITY_FILE: &str = "store.json";
@@ -224,17 +246,7 @@ impl Store {
     /// rename is atomic), in `.offload/tmp` as opened. Returns its path (for messages
     /// and for [`Store::place`]) and the file.
     pub fn temp_file(&self) -> io::Result<(PathBuf, File)> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{n}.part", std::process::id());
-        let path = self.tmp.join(&name);
-        let f = beneath::open_in(
-            self.tmp_fd.as_fd(),
-            OsStr::new(&name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-            0o666,
-            &path,
-        )?;
-        Ok((path, f))
+        temp_file_in(self.tmp_fd.as_fd(), &self.tmp, &self.counter)
     }
 
     /// The folder a temp file is reached from and its name there: `.offload/tmp` as
