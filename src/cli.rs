@@ -54,6 +54,10 @@ pub enum Command {
     /// Delete from the phone what is verified on the backup drive(s). Lists only,
     /// unless --yes.
     FreeUp(FreeUpArgs),
+    /// `demo` (here in the help) and the hidden `sim`: the commands of the virtual phones.
+    #[cfg(feature = "sim")]
+    #[command(flatten)]
+    Sim(crate::commands::sim::SimCli),
     /// Back up on a timer or whenever a phone is plugged in (systemd user units).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -64,10 +68,6 @@ pub enum Command {
     /// schedules; print each problem with its fix.
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
-    /// `demo` and the hidden `sim`: the commands of the virtual phones.
-    #[cfg(feature = "sim")]
-    #[command(flatten)]
-    Sim(crate::commands::sim::SimCli),
 }
 
 #[derive(Debug, Clone, Default, Args)]

@@ -3,7 +3,9 @@
 //!
 //! mtp-rs keeps its virtual-device registry in process-wide statics, so a child process
 //! cannot see a phone its parent registered: the `offload` binary registers its virtual
-//! phones itself, from the environment, before discovery ([`register_from_env`]).
+//! phones itself, from the environment, before discovery ([`super::install`]).
+//! Discovery finds them through the engine's source provider, which registering a phone
+//! installs.
 //!
 //! # Environment
 //!
@@ -430,8 +432,8 @@ pub fn register_phone(
 
 /// Registers the phones named by `OFFLOAD_VIRTUAL_ANDROID`, with the faults of
 /// `OFFLOAD_VIRTUAL_FAULT` and the counters of `OFFLOAD_VIRTUAL_STATS` (see the module
-/// documentation). Call once, early in `main`, before discovery. Returns the serials
-/// registered (none when the variable is unset).
+/// documentation). Call once, early, before discovery ([`super::install`] does).
+/// Returns the serials registered (none when the variable is unset).
 ///
 /// Errors: a directory that does not exist, two directories with one name, a fault spec
 /// that does not parse, or a fault aimed at a serial that no directory has.

@@ -1,8 +1,8 @@
 //! Android phones over MTP, through mtp-rs.
 //!
 //! [`discover`] finds every MTP phone (on USB, and those of the installed
-//! [`provider`](super::provider)) and opens each
-//! one as an [`AndroidSource`], or says why it cannot be read and what the user should do.
+//! [`provider`](super::provider)) and opens each one as an [`AndroidSource`], or says why
+//! it cannot be read and what the user should do.
 //!
 //! Things about MTP that shape this file:
 //! - A phone has one session, and mtp-rs's calls hold it while they run. Every device call
@@ -171,8 +171,8 @@ pub fn discover_only(opts: &AndroidOptions, serial: Option<&str>) -> AndroidDisc
 
 /// The MTP phones on USB now, by the id and name [`discover`] gives them, without
 /// opening any (so that a phone busy with a backup is not disturbed): what
-/// `offload watch` polls. Virtual phones are left out; a machine without a USB bus has
-/// none.
+/// `offload watch` polls. The provider's phones are left out (the watcher asks it for
+/// them); a machine without a USB bus has none.
 pub fn usb_phones() -> Vec<DeviceInfo> {
     let virtual_serials = provider().mtp_serials();
     let Ok(listed) = MtpDevice::list_devices() else {

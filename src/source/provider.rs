@@ -151,11 +151,6 @@ pub fn install(provider: Box<dyn Provider>) -> bool {
     PROVIDER.set(provider).is_ok()
 }
 
-/// Whether a provider is installed.
-pub fn installed() -> bool {
-    PROVIDER.get().is_some()
-}
-
 /// The installed provider, or one that adds nothing.
 pub fn provider() -> &'static dyn Provider {
     match PROVIDER.get() {
