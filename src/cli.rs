@@ -54,8 +54,10 @@ pub enum Command {
     /// Delete from the phone what is verified on the backup drive(s). Lists only,
     /// unless --yes.
     FreeUp(FreeUpArgs),
-    /// Make a sample camera roll and back it up end to end, twice.
-    Demo(DemoArgs),
+    /// `demo` (here in the help) and the hidden `sim`: the commands of the virtual phones.
+    #[cfg(feature = "sim")]
+    #[command(flatten)]
+    Sim(crate::commands::sim::SimCli),
     /// Back up on a timer or whenever a phone is plugged in (systemd user units).
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -66,9 +68,6 @@ pub enum Command {
     /// schedules; print each problem with its fix.
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
-    /// Virtual devices and sample data, for tests and demos.
-    #[command(subcommand, hide = true)]
-    Sim(SimCommand),
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -343,51 +342,4 @@ pub struct DevicesArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// Keep the demo files here instead of a new temporary folder.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SimCommand {
-    /// Write a generated camera roll into a folder (valid JPEG/PNG/MP4/MOV with dates).
-    Roll(RollArgs),
-    /// Serve a directory as a virtual iPhone (usbmuxd + lockdownd + AFC) on a TCP address.
-    #[cfg(feature = "sim")]
-    Iphone(Box<crate::sim::iphone::IphoneArgs>),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RollArgs {
-    /// Folder to fill (created if missing).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// `demo`: a small realistic roll with clashes, a duplicate and hidden files, laid
-    /// out as an Android phone's storage. `iphone`: an iPhone's media root (100APPLE,
-    /// a Live Photo pair, the 101APPLE roll-over). `card`: a camera's SD card.
-    /// `bulk`: many same-sized files for benchmarks.
-    #[arg(long, default_value = "demo")]
-    pub kind: String,
-    /// bulk: number of photos.
-    #[arg(long, default_value_t = 1000)]
-    pub photos: usize,
-    /// bulk: bytes per photo.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub photo_size: usize,
-    /// bulk: number of videos.
-    #[arg(long, default_value_t = 10)]
-    pub videos: usize,
-    /// bulk: bytes per video.
-    #[arg(long, default_value_t = 100_000_000)]
-    pub video_size: usize,
-    /// Seed, so that two runs make the same bytes.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Write the expected capture date and category of each file here, as JSON.
-    #[arg(long)]
-    pub manifest: Option<PathBuf>,
 }

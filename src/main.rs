@@ -13,8 +13,6 @@ mod notify;
 mod units;
 
 // The engine's modules, under the names the command line's modules use.
-#[cfg(feature = "sim")]
-use offload::sim;
 use offload::{
     beneath, catalog, catalog_files, commit, config, error, filter, media, plan, report, source,
     stop, store, term, transfer,
@@ -65,15 +63,13 @@ fn main() -> ExitCode {
 
 /// Runs one command; returns the exit code for a run that finished.
 fn try_main(cli: Cli) -> anyhow::Result<u8> {
-    // Virtual phones live in this process (mtp-rs's registry is per process): register
-    // them before anything looks for phones. `watch` registers each one itself when its
-    // directory appears, as a real phone is plugged in.
+    // The virtual phones (feature `sim`) join detection through the engine's source
+    // provider, installed here before anything looks for phones; they live in this
+    // process (mtp-rs's registry is per process). `watch` attaches each one itself when
+    // it appears, as a real phone is plugged in.
     #[cfg(feature = "sim")]
-    if !matches!(cli.command, Some(Command::Watch(_))) {
-        sim::android::register_from_env().map_err(|e| {
-            error::fail(Exit::Usage, format!("{}: {e:#}", sim::android::ANDROID_ENV))
-        })?;
-    }
+    offload::sim::install(matches!(cli.command, Some(Command::Watch(_))))
+        .map_err(|e| error::fail(Exit::Usage, e))?;
     // Commands that copy, hash or delete stop cleanly on SIGINT, SIGTERM and SIGHUP:
     // what they finished is kept (see `stop`). `watch` installs its own handling.
     if matches!(
@@ -84,7 +80,6 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
                 | Command::Verify(_)
                 | Command::Reindex(_)
                 | Command::FreeUp(_)
-                | Command::Demo(_)
         )
     ) {
         stop::install();
@@ -110,14 +105,9 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
         Some(Command::FreeUp(args)) => commands::free_up::run(&args),
         Some(Command::Status(args)) => commands::status::run(&args),
         Some(Command::Export(args)) => commands::export::run(&args),
-        Some(Command::Demo(args)) => commands::demo::run(&args),
+        // `demo` and `sim` (feature `sim`).
         #[cfg(feature = "sim")]
         Some(Command::Sim(cmd)) => commands::sim::run(cmd),
-        #[cfg(not(feature = "sim"))]
-        Some(Command::Sim(_)) => Err(error::fail(
-            Exit::Usage,
-            "this build has no virtual devices (cargo feature `sim`)",
-        )),
     }
 }
 

@@ -8,8 +8,9 @@
 //! How phones are noticed, without opening any (a phone busy with a backup must not be
 //! disturbed):
 //! - Android over USB: the USB device list, every few seconds.
-//! - Virtual Android phones (`OFFLOAD_VIRTUAL_ANDROID`): a directory that exists is a
-//!   phone plugged in; one that vanishes is unplugged.
+//! - Phones of the installed source provider (the virtual phones of feature `sim`): what
+//!   it says is plugged in at each poll; each is attached on arrival so that the look at
+//!   it finds it, and detached once it has left.
 //! - iPhones: usbmuxd's Listen (Attached / Detached), reconnecting while usbmuxd is away.
 //!
 //! Per phone and arrival: `arrived` → (the destination must hold a store, else `skipped`
@@ -18,7 +19,7 @@
 //! `backup-started` → `backup-finished` → nothing more until it leaves (`left`). One
 //! backup at a time: a store has a single writer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use crate::config;
 use crate::error::{fail, Exit};
 use crate::notify;
 use crate::source::detect::{detect, DetectOptions};
+use crate::source::provider::provider;
 use crate::source::{android, iphone};
 use crate::stop;
 use crate::store::META_DIR;
@@ -109,8 +111,7 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
         dest_recheck: secs(args.dest_recheck_secs, "--dest-recheck-secs")?,
         phones: Vec::new(),
         iphones: HashMap::new(),
-        virtual_dirs: virtual_dirs(),
-        registered: HashMap::new(),
+        attached: HashSet::new(),
         mux: spawn_usbmuxd_listener(),
         usbmuxd_note: None,
         child: None,
@@ -133,8 +134,8 @@ struct Phone {
     skipped: bool,
     /// A notification was posted for this arrival.
     notified: bool,
-    /// The directory of a virtual Android phone.
-    dir: Option<PathBuf>,
+    /// A phone of the source provider, attached on arrival.
+    provided: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,10 +198,8 @@ struct Watcher {
     phones: Vec<Phone>,
     /// usbmuxd id → UDID of the iPhones plugged in.
     iphones: HashMap<u32, String>,
-    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
-    virtual_dirs: Vec<PathBuf>,
-    /// Virtual phones registered in this process (for the look at them), by directory.
-    registered: HashMap<PathBuf, String>,
+    /// Ids of the provider's phones attached in this process (for the look at them).
+    attached: HashSet<String>,
     mux: Receiver<Mux>,
     usbmuxd_note: Option<String>,
     child: Option<Running>,
@@ -275,24 +274,14 @@ impl Watcher {
         changed
     }
 
-    /// The phones plugged in now: (id, kind, name, virtual directory).
-    fn present(&self) -> Vec<(String, &'static str, String, Option<PathBuf>)> {
+    /// The phones plugged in now: (id, kind, name, whether the provider's).
+    fn present(&self) -> Vec<(String, &'static str, String, bool)> {
         let mut out = Vec::new();
         for info in android::usb_phones() {
-            out.push((info.id, "android", info.name, None));
+            out.push((info.id, "android", info.name, false));
         }
-        #[cfg(feature = "sim")]
-        for dir in &self.virtual_dirs {
-            if dir.is_dir() {
-                if let Some(serial) = crate::sim::android::dir_serial(dir) {
-                    out.push((
-                        format!("android:{serial}"),
-                        "android",
-                        "Virtual Android".to_string(),
-                        Some(dir.clone()),
-                    ));
-                }
-            }
+        for p in provider().plugged() {
+            out.push((p.id, p.kind.as_str(), p.name, true));
         }
         let mut udids: Vec<&String> = self.iphones.values().collect();
         udids.sort();
@@ -302,7 +291,7 @@ impl Watcher {
                 format!("iphone:{udid}"),
                 "iphone",
                 "iPhone".to_string(),
-                None,
+                false,
             ));
         }
         if let Some(want) = &self.only {
@@ -326,21 +315,18 @@ impl Watcher {
                 format!("{} ({}): left", p.name, p.id),
             );
         }
-        for (id, kind, name, dir) in present {
+        for (id, kind, name, provided) in present {
             if self.phones.iter().any(|p| p.id == id) {
                 continue;
             }
-            #[cfg(feature = "sim")]
-            if let Some(d) = &dir {
-                if !self.registered.contains_key(d) {
-                    match crate::sim::android::register_dir(d) {
-                        Ok(serial) => {
-                            self.registered.insert(d.clone(), serial);
-                        }
-                        Err(e) => {
-                            self.out.line(&format!("{}: {e:#}", d.display()));
-                            continue;
-                        }
+            if provided && !self.attached.contains(&id) {
+                match provider().attach(&id) {
+                    Ok(()) => {
+                        self.attached.insert(id.clone());
+                    }
+                    Err(why) => {
+                        self.out.line(&why);
+                        continue;
                     }
                 }
             }
@@ -359,24 +345,22 @@ impl Watcher {
                 shown: None,
                 skipped: false,
                 notified: false,
-                dir,
+                provided,
             });
         }
     }
 
-    /// Forgets virtual phones whose directory went away (never during a look at phones).
+    /// Detaches the provider's phones that have left (never during a look at phones).
     fn unregister_gone(&mut self) {
-        let gone: Vec<PathBuf> = self
-            .registered
-            .keys()
-            .filter(|d| !self.phones.iter().any(|p| p.dir.as_ref() == Some(*d)))
+        let gone: Vec<String> = self
+            .attached
+            .iter()
+            .filter(|id| !self.phones.iter().any(|p| p.provided && p.id == **id))
             .cloned()
             .collect();
-        for d in gone {
-            if let Some(_serial) = self.registered.remove(&d) {
-                #[cfg(feature = "sim")]
-                crate::sim::android::unregister_phone(&_serial);
-            }
+        for id in gone {
+            self.attached.remove(&id);
+            provider().detach(&id);
         }
     }
 
@@ -574,26 +558,12 @@ impl Watcher {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // The child registers virtual phones from the environment, and a directory that
-        // is not there is an error for it: hand it only the phone it backs up.
-        #[cfg(feature = "sim")]
-        {
-            use crate::sim::android::{faults_for, ANDROID_ENV, FAULT_ENV};
-            match (
-                &p.dir,
-                self.registered
-                    .get(p.dir.as_ref().unwrap_or(&PathBuf::new())),
-            ) {
-                (Some(dir), Some(serial)) => {
-                    cmd.env(ANDROID_ENV, dir);
-                    let faults = std::env::var(FAULT_ENV).unwrap_or_default();
-                    cmd.env(FAULT_ENV, faults_for(&faults, serial));
-                }
-                _ => {
-                    cmd.env_remove(ANDROID_ENV);
-                    cmd.env_remove(FAULT_ENV);
-                }
-            }
+        // The child serves the provider's phone it backs up, if it is one, and no other.
+        for (key, value) in provider().child_env(id) {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
         }
         let name = p.name.clone();
         let mut child = match cmd.spawn() {
@@ -865,17 +835,6 @@ fn matches_device(id: &str, name: &str, want: &str) -> bool {
     [id, tail, name]
         .iter()
         .any(|v| v.eq_ignore_ascii_case(want))
-}
-
-/// The directories of `OFFLOAD_VIRTUAL_ANDROID`, whether they exist yet or not.
-fn virtual_dirs() -> Vec<PathBuf> {
-    #[cfg(feature = "sim")]
-    if let Some(v) = std::env::var_os(crate::sim::android::ANDROID_ENV) {
-        return std::env::split_paths(&v)
-            .filter(|d| !d.as_os_str().is_empty())
-            .collect();
-    }
-    Vec::new()
 }
 
 /// Listens to usbmuxd on a thread of its own, forever, reconnecting while it is away.

@@ -3,7 +3,9 @@
 //!
 //! mtp-rs keeps its virtual-device registry in process-wide statics, so a child process
 //! cannot see a phone its parent registered: the `offload` binary registers its virtual
-//! phones itself, from the environment, before discovery ([`register_from_env`]).
+//! phones itself, from the environment, before discovery ([`super::install`]).
+//! Discovery finds them through the engine's source provider, which registering a phone
+//! installs.
 //!
 //! # Environment
 //!
@@ -36,10 +38,11 @@
 //!   windows, `bytes` file content read, `opens` files opened for reading, `sessions`
 //!   device (re)opens. A rerun that copies nothing shows `reads`, `bytes` and `opens` at 0.
 //!
-//! The fault and counting layer ([`PhoneHooks`]) exists only in `sim` builds, and only
-//! for a phone registered while `OFFLOAD_VIRTUAL_FAULT` or `OFFLOAD_VIRTUAL_STATS` is set
-//! (or through [`register_phone`] with faults or counting asked for): every other phone,
-//! real or virtual, goes through the production code path untouched.
+//! The fault and counting layer ([`PhoneHooks`]) reaches the Android source through the
+//! engine's [`MtpHooks`] seam, and only for a phone registered while
+//! `OFFLOAD_VIRTUAL_FAULT` or `OFFLOAD_VIRTUAL_STATS` is set (or through [`register_phone`]
+//! with faults or counting asked for): every other phone, real or virtual, goes through
+//! the production code path untouched.
 
 // Nothing calls this module until the commands are wired to it.
 
@@ -51,6 +54,8 @@ use anyhow::{bail, Context};
 use mtp_rs::virtual_device::{
     force_operation_wedge, register_virtual_device, VirtualDeviceConfig, VirtualStorageConfig,
 };
+
+use crate::source::provider::{HookFuture, MtpHooks};
 
 /// Directories to serve as phones.
 pub const ANDROID_ENV: &str = "OFFLOAD_VIRTUAL_ANDROID";
@@ -196,7 +201,7 @@ pub struct PhoneHooks {
 }
 
 /// What a hook says about a device call.
-pub type HookResult = Result<(), mtp_rs::Error>;
+pub use crate::source::provider::HookResult;
 
 impl PhoneHooks {
     fn state(&self) -> std::sync::MutexGuard<'_, HookState> {
@@ -297,6 +302,46 @@ impl PhoneHooks {
     }
 }
 
+/// The seam's contracts are the inherent methods above; a released read or source is
+/// when the counters file is brought up to date.
+impl MtpHooks for PhoneHooks {
+    fn on_connect(&self) -> HookResult {
+        PhoneHooks::on_connect(self)
+    }
+
+    fn on_call(&self) -> HookResult {
+        PhoneHooks::on_call(self)
+    }
+
+    fn hides_storages(&self) -> bool {
+        PhoneHooks::hides_storages(self)
+    }
+
+    fn listed_size(&self, rel_path: &str, size: u64) -> u64 {
+        PhoneHooks::listed_size(self, rel_path, size)
+    }
+
+    fn on_open_file(&self) {
+        PhoneHooks::on_open_file(self)
+    }
+
+    fn before_window(&self) -> HookResult {
+        PhoneHooks::before_window(self)
+    }
+
+    fn before_read(&self) -> HookFuture<'_> {
+        Box::pin(PhoneHooks::before_read(self))
+    }
+
+    fn after_read(&self, data: &mut Vec<u8>) {
+        PhoneHooks::after_read(self, data)
+    }
+
+    fn on_release(&self) {
+        write_stats();
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     /// Serials of the phones registered by this process, in order.
@@ -347,6 +392,8 @@ pub fn register_phone(
                 )
             })?,
     };
+    // Discovery finds the phone through the provider.
+    super::provide();
     let mut reg = registry();
     if reg.serials.contains(&serial) {
         bail!("{ANDROID_ENV}: two virtual phones would share the serial `{serial}`: give the directories different names");
@@ -385,8 +432,8 @@ pub fn register_phone(
 
 /// Registers the phones named by `OFFLOAD_VIRTUAL_ANDROID`, with the faults of
 /// `OFFLOAD_VIRTUAL_FAULT` and the counters of `OFFLOAD_VIRTUAL_STATS` (see the module
-/// documentation). Call once, early in `main`, before discovery. Returns the serials
-/// registered (none when the variable is unset).
+/// documentation). Call once, early, before discovery ([`super::install`] does).
+/// Returns the serials registered (none when the variable is unset).
 ///
 /// Errors: a directory that does not exist, two directories with one name, a fault spec
 /// that does not parse, or a fault aimed at a serial that no directory has.

@@ -1,7 +1,8 @@
 //! Android phones over MTP, through mtp-rs.
 //!
-//! [`discover`] finds every MTP phone (USB and, in `sim` builds, virtual) and opens each
-//! one as an [`AndroidSource`], or says why it cannot be read and what the user should do.
+//! [`discover`] finds every MTP phone (on USB, and those of the installed
+//! [`provider`](super::provider)) and opens each one as an [`AndroidSource`], or says why
+//! it cannot be read and what the user should do.
 //!
 //! Things about MTP that shape this file:
 //! - A phone has one session, and mtp-rs's calls hold it while they run. Every device call
@@ -20,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-#[cfg(feature = "sim")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use mtp_rs::{
 };
 use tokio::runtime::Runtime;
 
+use super::provider::{provider, MtpHooks};
 use super::{
     skip_reason, DeviceInfo, Entry, FileRead, Listing, ObjectRef, Skipped, Source, SourceError,
     SourceKind, StorageInfo,
@@ -154,10 +155,7 @@ pub fn discover(opts: &AndroidOptions) -> AndroidDiscovery {
 /// busy elsewhere is then left alone).
 pub fn discover_only(opts: &AndroidOptions, serial: Option<&str>) -> AndroidDiscovery {
     let mut found = AndroidDiscovery::default();
-    #[cfg(feature = "sim")]
-    let registered = crate::sim::android::registered_serials();
-    #[cfg(not(feature = "sim"))]
-    let registered = Vec::new();
+    let registered = provider().mtp_serials();
     let mut targets = plan_targets(MtpDevice::list_devices(), registered, &mut found.notes);
     if let Some(want) = serial {
         targets.retain(|(t, _, _)| matches!(t, Target::Serial(s) if s.eq_ignore_ascii_case(want)));
@@ -173,13 +171,10 @@ pub fn discover_only(opts: &AndroidOptions, serial: Option<&str>) -> AndroidDisc
 
 /// The MTP phones on USB now, by the id and name [`discover`] gives them, without
 /// opening any (so that a phone busy with a backup is not disturbed): what
-/// `offload watch` polls. Virtual phones are left out; a machine without a USB bus has
-/// none.
+/// `offload watch` polls. The provider's phones are left out (the watcher asks it for
+/// them); a machine without a USB bus has none.
 pub fn usb_phones() -> Vec<DeviceInfo> {
-    #[cfg(feature = "sim")]
-    let virtual_serials = crate::sim::android::registered_serials();
-    #[cfg(not(feature = "sim"))]
-    let virtual_serials: Vec<String> = Vec::new();
+    let virtual_serials = provider().mtp_serials();
     let Ok(listed) = MtpDevice::list_devices() else {
         return Vec::new();
     };
@@ -404,7 +399,7 @@ fn blocking_error(name: &str, f: &Failure) -> SourceError {
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The one door to the phone: every mtp-rs call goes through here, under the timeout and,
-/// in `sim` builds for a virtual phone with faults or counters, through its hooks.
+/// for a phone the installed provider gives hooks (faults, counters), through them.
 struct Link {
     target: Target,
     timeout: Duration,
@@ -416,16 +411,15 @@ struct Link {
     /// `device` is `Some`. Object handles are valid in the session that handed them
     /// out only.
     session: u64,
-    #[cfg(feature = "sim")]
-    hooks: Option<Arc<crate::sim::android::PhoneHooks>>,
+    /// `None` for every phone the provider does not hook: no hook code runs for it.
+    hooks: Option<Arc<dyn MtpHooks>>,
 }
 
 impl Link {
     fn new(target: Target, timeout: Duration) -> Link {
         Link {
-            #[cfg(feature = "sim")]
             hooks: match &target {
-                Target::Serial(s) => crate::sim::android::hooks_for(s),
+                Target::Serial(s) => provider().mtp_hooks(s),
                 Target::Location(_) => None,
             },
             target,
@@ -437,7 +431,6 @@ impl Link {
     }
 
     fn on_call(&self) -> Result<(), Failure> {
-        #[cfg(feature = "sim")]
         if let Some(hooks) = &self.hooks {
             hooks.on_call().map_err(Failure::Device)?;
         }
@@ -469,7 +462,6 @@ impl Link {
 
     async fn open(&mut self) -> Result<(), Failure> {
         self.drop_device();
-        #[cfg(feature = "sim")]
         if let Some(hooks) = &self.hooks {
             hooks.on_connect().map_err(Failure::Device)?;
         }
@@ -491,7 +483,6 @@ impl Link {
     async fn refresh_storages(&mut self) -> Result<(), Failure> {
         self.on_call()?;
         let mut storages = self.bounded(self.device()?.storages()).await?;
-        #[cfg(feature = "sim")]
         if self.hooks.as_ref().is_some_and(|h| h.hides_storages()) {
             storages.clear();
         }
@@ -552,7 +543,6 @@ impl Link {
     /// The next window of a download, or `None` at the end of the file.
     async fn window(&self, download: &mut WindowedDownload) -> Result<Option<Vec<u8>>, Failure> {
         let call = async {
-            #[cfg(feature = "sim")]
             if let Some(hooks) = &self.hooks {
                 // A phone unplugged in the middle of the last window fails the download
                 // rather than letting it end short.
@@ -564,19 +554,22 @@ impl Link {
             }
             download.next_window().await.transpose()
         };
-        #[allow(unused_mut)]
         let mut data = self.bounded(call).await?;
-        #[cfg(feature = "sim")]
         if let (Some(hooks), Some(bytes)) = (&self.hooks, data.as_mut()) {
             hooks.after_read(bytes);
         }
         Ok(data)
     }
 
-    #[cfg(feature = "sim")]
     fn on_open_file(&self) {
         if let Some(hooks) = &self.hooks {
             hooks.on_open_file();
+        }
+    }
+
+    fn on_release(&self) {
+        if let Some(hooks) = &self.hooks {
+            hooks.on_release();
         }
     }
 }
@@ -914,9 +907,7 @@ impl Inner {
                         None => {}
                     }
                     self.handles.insert(child.clone(), (slot.id, object.handle));
-                    #[allow(unused_mut)]
                     let mut size = object.size;
-                    #[cfg(feature = "sim")]
                     if let Some(hooks) = &self.link.hooks {
                         size = hooks.listed_size(&child[slot.name.len() + 1..], size);
                     }
@@ -1158,7 +1149,6 @@ impl Source for AndroidSource {
         entry: &Entry,
         offset: u64,
     ) -> Result<Box<dyn FileRead + 'a>, SourceError> {
-        #[cfg(feature = "sim")]
         self.inner.link.on_open_file();
         let download = self
             .runtime
@@ -1182,7 +1172,6 @@ impl super::Delete for AndroidSource {
     /// Starts a windowed download of the listed object's handle; a failure of the read
     /// is not retried (see [`super::Delete::open_listed`]).
     fn open_listed<'a>(&'a mut self, entry: &Entry) -> Result<Box<dyn FileRead + 'a>, SourceError> {
-        #[cfg(feature = "sim")]
         self.inner.link.on_open_file();
         let (storage, handle) = self.inner.listed(entry)?;
         let inner = &mut self.inner;
@@ -1263,8 +1252,7 @@ impl super::Delete for AndroidSource {
 
 impl Drop for AndroidSource {
     fn drop(&mut self) {
-        #[cfg(feature = "sim")]
-        crate::sim::android::write_stats();
+        self.inner.link.on_release();
     }
 }
 
@@ -1398,8 +1386,7 @@ impl Read for AndroidReader<'_> {
 
 impl Drop for AndroidReader<'_> {
     fn drop(&mut self) {
-        #[cfg(feature = "sim")]
-        crate::sim::android::write_stats();
+        self.source.inner.link.on_release();
     }
 }
 

@@ -216,8 +216,7 @@ impl Source for FolderSource {
             self.real.insert(rel.clone(), listed);
             listing.entries.push(Entry::new(rel, meta.len(), mtime));
         }
-        #[cfg(feature = "sim")]
-        crate::sim::pause_after_listing();
+        super::provider::provider().after_listing();
         Ok(listing)
     }
 

@@ -9,6 +9,7 @@ pub mod android;
 pub mod detect;
 pub mod folder;
 pub mod iphone;
+pub mod provider;
 
 use std::io::Read;
 

@@ -1,38 +1,21 @@
 //! `offload demo`: a sample camera roll made by the project's own generator, backed up
 //! end to end twice (the second run copies nothing), then `status`.
 
-use anyhow::Result;
+use std::path::PathBuf;
 
-use crate::cli::DemoArgs;
+use anyhow::{Context, Result};
+
+use super::DemoArgs;
+use crate::cli::{DestArgs, StatusArgs};
+use crate::commands::backup::{backup, Options};
 use crate::error::{fail, Exit};
+use crate::source::detect::{detect, DetectOptions};
+use crate::source::folder::FolderSource;
+use crate::source::Source;
+use crate::store::template::{Template, DEFAULT_TEMPLATE};
+use offload::sim::{android, gen, iphone};
 
 pub fn run(args: &DemoArgs) -> Result<u8> {
-    #[cfg(not(feature = "sim"))]
-    {
-        let _ = args;
-        Err(fail(
-            Exit::Usage,
-            "this build has no sample generator (cargo feature `sim`)",
-        ))
-    }
-    #[cfg(feature = "sim")]
-    demo(args)
-}
-
-#[cfg(feature = "sim")]
-fn demo(args: &DemoArgs) -> Result<u8> {
-    use std::path::PathBuf;
-
-    use anyhow::Context;
-
-    use crate::cli::{DestArgs, StatusArgs};
-    use crate::commands::backup::{backup, Options};
-    use crate::sim::{android, gen, iphone};
-    use crate::source::detect::{detect, DetectOptions};
-    use crate::source::folder::FolderSource;
-    use crate::source::Source;
-    use crate::store::template::{Template, DEFAULT_TEMPLATE};
-
     let dir: PathBuf = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;

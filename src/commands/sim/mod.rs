@@ -1,16 +1,84 @@
-//! `offload sim ...`: virtual devices and generated camera rolls.
+//! The commands of the virtual phones (feature `sim`), all in this module so that a
+//! build without them has none: `offload demo`, and the hidden `offload sim ...`
+//! (virtual devices and generated camera rolls).
+
+pub mod demo;
+
 use std::fs;
+use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 
-use crate::cli::{RollArgs, SimCommand};
 use crate::error::{fail, Exit};
-use crate::sim::gen;
+use offload::sim::gen;
 
-pub fn run(cmd: SimCommand) -> anyhow::Result<u8> {
+/// The subcommands this module adds to `offload`'s own.
+#[derive(Debug, Subcommand)]
+pub enum SimCli {
+    /// Make a sample camera roll and back it up end to end, twice.
+    Demo(DemoArgs),
+    /// Virtual devices and sample data, for tests and demos.
+    #[command(subcommand, hide = true)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the demo files here instead of a new temporary folder.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Write a generated camera roll into a folder (valid JPEG/PNG/MP4/MOV with dates).
+    Roll(RollArgs),
+    /// Serve a directory as a virtual iPhone (usbmuxd + lockdownd + AFC) on a TCP address.
+    Iphone(Box<offload::sim::iphone::IphoneArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollArgs {
+    /// Folder to fill (created if missing).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// `demo`: a small realistic roll with clashes, a duplicate and hidden files, laid
+    /// out as an Android phone's storage. `iphone`: an iPhone's media root (100APPLE,
+    /// a Live Photo pair, the 101APPLE roll-over). `card`: a camera's SD card.
+    /// `bulk`: many same-sized files for benchmarks.
+    #[arg(long, default_value = "demo")]
+    pub kind: String,
+    /// bulk: number of photos.
+    #[arg(long, default_value_t = 1000)]
+    pub photos: usize,
+    /// bulk: bytes per photo.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub photo_size: usize,
+    /// bulk: number of videos.
+    #[arg(long, default_value_t = 10)]
+    pub videos: usize,
+    /// bulk: bytes per video.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub video_size: usize,
+    /// Seed, so that two runs make the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the expected capture date and category of each file here, as JSON.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+/// Runs one of the commands of [`SimCli`].
+pub fn run(cmd: SimCli) -> anyhow::Result<u8> {
     match cmd {
-        SimCommand::Roll(args) => roll(&args),
-        SimCommand::Iphone(args) => crate::sim::iphone::run(*args),
+        SimCli::Demo(args) => {
+            // A demo copies like a backup does, so it stops as cleanly.
+            crate::stop::install();
+            demo::run(&args)
+        }
+        SimCli::Sim(SimCommand::Roll(args)) => roll(&args),
+        SimCli::Sim(SimCommand::Iphone(args)) => offload::sim::iphone::run(*args),
     }
 }
 
