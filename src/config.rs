@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{fail, Exit};
 
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DestArgs {
     /// The backup store (a folder on the backup drive); repeat for several. Default:
     /// the config file's destination(s) or drive(s), else ~/Pictures/offload.

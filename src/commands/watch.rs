@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::argv;
-use crate::cli::WatchArgs;
+use crate::cli::{BackupArgs, WatchArgs};
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::notify;
@@ -78,23 +78,17 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
             d
         })
         .collect();
-    let matches = argv::own_matches(&["watch"]);
-    let options = matches
-        .as_ref()
-        .map(|m| {
-            argv::backup_options(
-                m,
-                &[
-                    "device",
-                    "json",
-                    "require_store",
-                    "notify",
-                    "from",
-                    "phones",
-                ],
-            )
-        })
-        .unwrap_or_default();
+    // Each run gets its own --device, --require-store and --json; watch itself posts
+    // the notifications and takes no folders.
+    let options = argv::backup_args(&BackupArgs {
+        from: Vec::new(),
+        phones: false,
+        device: None,
+        json: false,
+        require_store: false,
+        notify: false,
+        ..b.clone()
+    });
     stop::install();
     let mut w = Watcher {
         exe: std::env::current_exe().context("finding the offload program")?,
