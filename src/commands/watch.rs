@@ -773,11 +773,15 @@ impl Watcher {
     /// SIGINT/SIGTERM: pass it on to the backup under way, wait for it, and end.
     fn stop(&mut self, sig: i32) -> Result<u8> {
         if let Some(mut r) = self.child.take() {
-            let pid = r.child.id() as i32;
-            // SAFETY: a plain kill(2) on our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid, sig);
-            }
+            use rustix::process::{kill_process, Pid, Signal};
+            // The child has not been reaped yet, so its pid is still its own.
+            let pid = Pid::from_child(&r.child);
+            let sig = match sig {
+                libc::SIGINT => Signal::INT,
+                libc::SIGHUP => Signal::HUP,
+                _ => Signal::TERM,
+            };
+            let _ = kill_process(pid, sig);
             let started = Instant::now();
             let status = loop {
                 match r.child.try_wait() {
