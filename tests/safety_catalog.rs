@@ -1,8 +1,8 @@
 //! The catalog and its copies are never silently replaced: a store whose catalog is
 //! missing or empty is refused, the copy after each run keeps its older generations,
 //! a catalog set aside by `reindex` is never overwritten, an unwritable catalog is
-//! named with its fix, and a destination refused or failing for lack of space says
-//! exactly what it kept.
+//! named with its fix, a catalog of a newer offload is refused untouched, and a
+//! destination refused or failing for lack of space says exactly what it kept.
 
 mod common;
 
