@@ -14,8 +14,12 @@
 //! - `notes`: facts about the catalog itself (`reindex` = `incomplete` while a rebuild
 //!   that was stopped has not finished).
 //!
-//! Changes to the schema are additive (new tables, new nullable columns), so that a
-//! catalog written by an older `offload` opens, and gains them on its first write.
+//! The schema's version is the database's `PRAGMA user_version`: the number of
+//! [`migrations`] applied. A catalog written by an older `offload` is brought up to date
+//! when it is opened for writing; one written by a newer `offload` is refused (exit 4),
+//! since this build cannot know what its later changes mean. Read-only opens write
+//! nothing, so the queries they serve cope with the tables and columns an older catalog
+//! lacks.
 //!
 //! The store is the truth; the catalog is the record and the speed-up. Every change of
 //! a batch is one transaction, made after the files it names are durable in the store.
@@ -25,8 +29,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
 use serde::Serialize;
 
+use crate::error::{fail, Exit};
 use crate::source::DeviceInfo;
 
 const SCHEMA: &str = "
@@ -111,23 +117,48 @@ CREATE TABLE IF NOT EXISTS cloud_only (
 /// it, and every other command refuses the store until then.
 pub const REINDEX_NOTE: &str = "reindex";
 
-/// Columns added to tables of earlier catalogs: (table, column, definition).
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
-    // The still's hash, on both halves of a Live Photo.
-    ("files", "live_pair", "TEXT"),
-];
+/// The schema's changes, in order; a catalog's `user_version` is how many it has had.
+/// A released step is never edited: a change of the schema is a new step at the end.
+fn steps() -> Vec<M<'static>> {
+    vec![
+        // 1: the schema of the catalogs written before versions were recorded (version
+        // 0). Those may hold any earlier part of it, hence `IF NOT EXISTS` and a column
+        // added only where it is missing.
+        M::up_with_hook(SCHEMA, |tx: &rusqlite::Transaction| {
+            // The still's hash, on both halves of a Live Photo.
+            if !has_column(tx, "files", "live_pair")? {
+                tx.execute_batch("ALTER TABLE files ADD COLUMN live_pair TEXT")?;
+            }
+            Ok(())
+        }),
+    ]
+}
 
-/// Creates what is missing: tables, indexes and added columns. Idempotent.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(SCHEMA)?;
-    for (table, column, definition) in ADDED_COLUMNS {
-        if !has_column(conn, table, column)? {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
-            ))?;
-        }
-    }
+/// Brings the catalog up to this build's schema, in one transaction. A catalog already
+/// there is not written to.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    Migrations::new(steps()).to_latest(conn)?;
     Ok(())
+}
+
+/// Refuses (exit 4) a catalog whose schema version is newer than this build knows.
+fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .with_context(|| format!("reading the catalog {}", path.display()))?;
+    let known = steps().len();
+    if usize::try_from(version).is_ok_and(|v| v <= known) {
+        return Ok(());
+    }
+    Err(fail(
+        Exit::Destination,
+        format!(
+            "The catalog {} was written by a newer offload (schema version {version}; this \
+             offload knows up to {known}). Nothing was changed. Update offload, then run this \
+             again.",
+            path.display()
+        ),
+    ))
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
@@ -285,14 +316,17 @@ fn now() -> String {
 }
 
 impl Catalog {
-    /// Opens (creating if needed) the catalog at `path` for reading and writing.
+    /// Opens (creating if needed) the catalog at `path` for reading and writing, and
+    /// brings an older catalog's schema up to date. One written by a newer `offload` is
+    /// refused (exit 4) untouched.
     /// `wal` asks for write-ahead logging, which keeps readers (status, sqlite3) out
     /// of the writer's way but needs shared memory maps that FUSE and network
     /// filesystems may not provide; the rollback journal works everywhere.
     pub fn open(path: &Path, wal: bool) -> Result<Catalog> {
-        let conn = Connection::open(path)
+        let mut conn = Connection::open(path)
             .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        check_version(&conn, path)?;
         let mode = if wal { "WAL" } else { "DELETE" };
         let got: String = conn
             .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
@@ -304,12 +338,13 @@ impl Catalog {
         // consistent too, but a drive that fails mid-run (turns read-only) then loses
         // every batch since the last checkpoint; the cost is one sync per batch of files.
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
-        migrate(&conn)
-            .with_context(|| format!("creating the catalog tables in {}", path.display()))?;
+        migrate(&mut conn)
+            .with_context(|| format!("updating the catalog tables in {}", path.display()))?;
         Ok(Catalog { conn })
     }
 
-    /// Opens an existing catalog read-only (for `status` and `--dry-run`).
+    /// Opens an existing catalog read-only (for `status` and `--dry-run`): an older
+    /// catalog is read as it is, one written by a newer `offload` is refused (exit 4).
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
         let conn = Connection::open_with_flags(
             path,
@@ -317,6 +352,7 @@ impl Catalog {
         )
         .with_context(|| format!("opening the catalog {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        check_version(&conn, path)?;
         Ok(Catalog { conn })
     }
 
@@ -346,8 +382,8 @@ impl Catalog {
 
     /// An empty in-memory catalog (a dry run against a store that does not exist yet).
     pub fn in_memory() -> Result<Catalog> {
-        let conn = Connection::open_in_memory()?;
-        migrate(&conn)?;
+        let mut conn = Connection::open_in_memory()?;
+        migrate(&mut conn)?;
         Ok(Catalog { conn })
     }
 
@@ -1068,14 +1104,26 @@ mod tests {
             )
             .unwrap();
         }
-        // Read-only (status) on the old schema: no tags, no iCloud list, no error.
+        // Read-only (status) on the old schema: no tags, no iCloud list, no error, and
+        // nothing written.
         let ro = Catalog::open_read_only(&path).unwrap();
         let st = ro.status().unwrap();
         assert!(st[0].tags.is_empty() && st[0].cloud_only.is_empty());
         assert_eq!(ro.stored_with_facts().unwrap()[0].live_pair, None);
+        assert_eq!(version(&ro.conn), 0);
+        assert!(!has_table(&ro.conn, "file_tags").unwrap());
         drop(ro);
         let mut c = Catalog::open(&path, true).unwrap();
         assert!(has_column(&c.conn, "files", "live_pair").unwrap());
+        assert!(has_table(&c.conn, "file_tags").unwrap());
+        assert_eq!(version(&c.conn), steps().len() as i64);
+        assert_eq!(
+            c.counts().unwrap(),
+            Counts {
+                files: 1,
+                sources: 1
+            }
+        );
         c.record_cloud_only(
             1,
             &[CloudOnly {
@@ -1092,6 +1140,58 @@ mod tests {
         // Opening again changes nothing.
         drop(c);
         Catalog::open(&path, true).unwrap();
+    }
+
+    fn version(conn: &Connection) -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_catalog_of_the_last_unversioned_shape_is_only_stamped() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(CATALOG_FILE);
+        {
+            // Every table and column, as written before versions were recorded.
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(SCHEMA).unwrap();
+            old.execute_batch("ALTER TABLE files ADD COLUMN live_pair TEXT")
+                .unwrap();
+        }
+        let c = Catalog::open(&path, false).unwrap();
+        assert_eq!(version(&c.conn), steps().len() as i64);
+        assert_eq!(
+            version(&Catalog::in_memory().unwrap().conn),
+            steps().len() as i64
+        );
+    }
+
+    #[test]
+    fn a_catalog_of_a_newer_offload_is_refused_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(CATALOG_FILE);
+        let newer = steps().len() as i64 + 1;
+        {
+            let c = Catalog::open(&path, false).unwrap();
+            c.upsert_source(&info("folder:/n")).unwrap();
+            c.conn.pragma_update(None, "user_version", newer).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        for opened in [
+            Catalog::open(&path, true).map(drop),
+            Catalog::open_read_only(&path).map(drop),
+        ] {
+            let err = opened.unwrap_err();
+            let f = err.downcast_ref::<crate::error::Fail>().expect("a Fail");
+            assert_eq!(f.code, Exit::Destination);
+            assert!(
+                f.message.contains("written by a newer offload"),
+                "{}",
+                f.message
+            );
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!d.path().join("catalog.sqlite-wal").exists());
     }
 
     #[test]

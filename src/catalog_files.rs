@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, Counts, CATALOG_FILE, REINDEX_NOTE};
-use crate::error::{fail, Exit};
+use crate::error::{fail, Exit, Fail};
 use crate::store::fsinfo::{rename_noreplace_at, sync_dir};
 use crate::store::{Store, IDENTITY_FILE, META_DIR};
 
@@ -36,6 +36,7 @@ const GENERATION_SUFFIX: &str = ".sqlite.bak";
 ///   new catalog would forget every phone and file in it (and the next copy would
 ///   replace the good one). Exit 4 with the ways out: the copy, or `offload reindex`;
 /// - it passes `PRAGMA quick_check`, else exit 4 with the same ways out.
+/// - it was not written by a newer `offload`, else exit 4 saying so.
 ///
 /// Nothing is written to a catalog that fails a check.
 pub fn open(store: &Store, new_store: bool) -> Result<Catalog> {
@@ -56,6 +57,10 @@ pub fn open(store: &Store, new_store: bool) -> Result<Catalog> {
             Some(problem) => Err(anyhow::anyhow!(problem)),
         });
     let catalog = checked.map_err(|e| {
+        // Already said for the user (a catalog of a newer offload): not damage.
+        if e.is::<Fail>() {
+            return e;
+        }
         fail(
             Exit::Destination,
             format!(

@@ -70,7 +70,7 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, PartialEq, Args)]
 pub struct BackupArgs {
     /// A folder holding a camera roll (an SD card, a camera, a mounted phone). Without
     /// --from, every connected phone is backed up.

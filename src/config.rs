@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{fail, Exit};
 
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct DestArgs {
     /// The backup store (a folder on the backup drive); repeat for several. Default:
-    /// the config file's destination(s) or drive(s), else ~/Pictures/offload.
+    /// the config file's destination(s) or drive(s), else `offload` in the pictures
+    /// folder (~/Pictures/offload).
     #[arg(long, value_name = "DEST", value_hint = clap::ValueHint::DirPath)]
     pub to: Vec<PathBuf>,
 
@@ -61,7 +62,7 @@ pub enum Where {
 pub struct Dest {
     pub place: Where,
     /// A store is created only where the user said so on the command line (`--to NEW`)
-    /// or at the default `~/Pictures/offload`; a destination from the config or a drive
+    /// or at the default (see [`default_store`]); a destination from the config or a drive
     /// must already hold one, so that the empty mount point of an unplugged drive is
     /// never mistaken for the drive.
     pub create: bool,
@@ -149,7 +150,7 @@ pub fn load() -> Result<Config> {
 }
 
 /// The destinations in use: `--to` and `--to-drive` (each may repeat), else the
-/// config's `destination(s)` and `drive(s)`, else `~/Pictures/offload`.
+/// config's `destination(s)` and `drive(s)`, else [`default_store`].
 /// `require_store` (scheduled and plug-in runs) forbids creating a store anywhere.
 pub fn destinations(args: &DestArgs, cfg: &Config, require_store: bool) -> Result<Vec<Dest>> {
     let mut out = Vec::new();
@@ -185,16 +186,29 @@ pub fn destinations(args: &DestArgs, cfg: &Config, require_store: bool) -> Resul
     if !out.is_empty() {
         return Ok(out);
     }
-    let home = home().ok_or_else(|| {
+    let store = default_store().ok_or_else(|| {
         fail(
             Exit::Usage,
             "No destination: pass --to DEST (HOME is not set).",
         )
     })?;
     Ok(vec![Dest {
-        place: Where::Path(home.join("Pictures").join("offload")),
+        place: Where::Path(store),
         create: !require_store,
     }])
+}
+
+/// The store used when no destination is given: `offload` in the user's pictures
+/// folder, as the desktop names it (`XDG_PICTURES_DIR` in `user-dirs.dirs`: `~/Bilder`
+/// on a German desktop), else `~/Pictures/offload`. `None` without a home folder.
+pub fn default_store() -> Option<PathBuf> {
+    let home = home();
+    // A pictures folder set to the home folder itself means "none" to the desktop: the
+    // photos still get a folder of their own.
+    let pictures = dirs::picture_dir()
+        .filter(|p| Some(p) != home.as_ref())
+        .or_else(|| home.map(|h| h.join("Pictures")))?;
+    Some(pictures.join("offload"))
 }
 
 /// The one destination of a command that reads a single store (status, verify,

@@ -14,7 +14,7 @@ use crate::media::{Categories, Category, Examined, Tag};
 
 /// Which files a backup or an export takes. Files left out are not marked as backed
 /// up: a later run without the filter copies them.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct FilterArgs {
     /// Only these categories or tags, a comma list: photo (Live Photos included),
     /// video, screenshot, screen-recording, raw, live, other; edited, burst, selfie,

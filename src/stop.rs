@@ -8,48 +8,52 @@
 //! complete and durable; the next run sweeps the temp files.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::low_level;
 
 /// The first signal received, 0 while none.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// What a second signal says on stderr before the process ends.
+const AT_ONCE: &[u8] = b"\noffload: stopped at once; nothing partial was kept under a final name (the next run sweeps the temp files)\n";
 
 /// The exit code of a run stopped by `sig`: 128 + the signal's number for SIGINT
 /// (130) and SIGTERM (143), the shell's convention; a closed terminal (SIGHUP) is
 /// treated as SIGTERM (143), as systemd and shells do for a hang-up they asked for.
 pub fn exit_code(sig: i32) -> u8 {
     match sig {
-        libc::SIGINT => 130,
+        SIGINT => 130,
         _ => 143,
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    // Only async-signal-safe calls here: an atomic swap, write(2) and _exit(2).
+/// The action on each caught signal. It runs inside the signal handler, so it does only
+/// async-signal-safe things: an atomic exchange, write(2) and _exit(2).
+fn on_signal(sig: i32) {
     let first = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     if first.is_err() {
-        const MSG: &[u8] = b"\noffload: stopped at once; nothing partial was kept under a final name (the next run sweeps the temp files)\n";
-        // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
-        unsafe {
-            libc::write(libc::STDERR_FILENO, MSG.as_ptr().cast(), MSG.len());
-            libc::_exit(exit_code(sig) as libc::c_int);
-        }
+        let _ = rustix::io::write(rustix::stdio::stderr(), AT_ONCE);
+        low_level::exit(exit_code(sig).into());
     }
 }
 
 /// Catches SIGINT, SIGTERM and SIGHUP from now on: the first asks to stop, the second
-/// exits at once.
+/// exits at once. Calling it again changes nothing.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: `on_signal` is async-signal-safe (see there); the sigaction struct is
-        // fully initialised (zeroed, then the handler and an empty mask).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
+    // Twice registered, one signal would run the action twice and exit at once.
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            // SAFETY: the action is async-signal-safe (see `on_signal`): it neither
+            // allocates nor takes a lock.
+            let registered = unsafe { low_level::register(sig, move || on_signal(sig)) };
+            if let Err(e) = registered {
+                tracing::warn!("cannot catch signal {sig}: {e}");
+            }
         }
-    }
+    });
 }
 
 /// The signal that asked to stop, if any.
@@ -63,9 +67,9 @@ pub fn requested() -> Option<i32> {
 /// The signal's name, for messages.
 pub fn name(sig: i32) -> &'static str {
     match sig {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
         _ => "a signal",
     }
 }
@@ -101,7 +105,7 @@ impl Stop {
 
     /// The exit code of a stopped run: 130 or 143 after a signal, 130 otherwise.
     pub fn exit_code(&self) -> u8 {
-        exit_code(requested().unwrap_or(libc::SIGINT))
+        exit_code(requested().unwrap_or(SIGINT))
     }
 }
 
@@ -116,8 +120,8 @@ mod tests {
         assert!(!b.requested() || requested().is_some());
         a.request();
         assert!(b.requested());
-        assert_eq!(exit_code(libc::SIGINT), 130);
-        assert_eq!(exit_code(libc::SIGTERM), 143);
-        assert_eq!(exit_code(libc::SIGHUP), 143);
+        assert_eq!(exit_code(SIGINT), 130);
+        assert_eq!(exit_code(SIGTERM), 143);
+        assert_eq!(exit_code(SIGHUP), 143);
     }
 }

@@ -657,3 +657,31 @@ fn demo_runs_end_to_end() {
     assert!(second.contains("copied             0 files"), "{second}");
     assert_store_consistent(&s.path("demo/backup"));
 }
+
+/// Without --to, the store is `offload` in the desktop's pictures folder: the one
+/// `user-dirs.dirs` names (`~/Bilder` on a German desktop), else `~/Pictures`.
+#[test]
+fn the_default_store_is_in_the_desktops_pictures_folder() {
+    let s = Scratch::new();
+    let empty = s.path("card");
+    fs::create_dir_all(&empty).unwrap();
+    let in_effect = |s: &Scratch| {
+        let j = s.run(&["config", "--json"]).json();
+        j["destinations_in_effect"][0]["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(in_effect(&s), s.path("Pictures/offload").to_str().unwrap());
+
+    fs::create_dir_all(s.path("config")).unwrap();
+    fs::write(
+        s.path("config/user-dirs.dirs"),
+        "# written by xdg-user-dirs-update\nXDG_DESKTOP_DIR=\"$HOME/Schreibtisch\"\nXDG_PICTURES_DIR=\"$HOME/Bilder\"\n",
+    )
+    .unwrap();
+    assert_eq!(in_effect(&s), s.path("Bilder/offload").to_str().unwrap());
+    s.run(&["backup", "--from", empty.to_str().unwrap()]).ok();
+    assert!(s.path("Bilder/offload/.offload/store.json").is_file());
+    assert!(!s.path("Pictures").exists());
+}

@@ -203,10 +203,7 @@ impl Drop for Watch {
 }
 
 fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a child of this test that has not been reaped.
-    unsafe {
-        libc::kill(pid as i32, sig);
-    }
+    send_signal(pid, sig);
 }
 
 fn is(e: &Value, event: &str, device: &str) -> bool {

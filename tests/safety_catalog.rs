@@ -1,8 +1,8 @@
 //! The catalog and its copies are never silently replaced: a store whose catalog is
 //! missing or empty is refused, the copy after each run keeps its older generations,
 //! a catalog set aside by `reindex` is never overwritten, an unwritable catalog is
-//! named with its fix, and a destination refused or failing for lack of space says
-//! exactly what it kept.
+//! named with its fix, a catalog of a newer offload is refused untouched, and a
+//! destination refused or failing for lack of space says exactly what it kept.
 
 mod common;
 
@@ -144,6 +144,37 @@ fn a_store_whose_catalog_is_empty_is_refused() {
     let r = s.backup_from("rollB", &dest);
     r.code(4);
     assert_eq!(fs::read(&bak).unwrap(), bak_bytes, "the copy was replaced");
+}
+
+/// A catalog written by a newer offload (a schema version this build does not know) is
+/// refused with exit 4, saying so, by a backup, a dry run and status, and left as it is.
+#[test]
+fn a_catalog_of_a_newer_offload_is_refused_and_left_as_it_is() {
+    let s = Scratch::new();
+    let dest = two_source_store(&s);
+    let cat = dest.join(".offload/catalog.sqlite");
+    let c = rusqlite::Connection::open(&cat).unwrap();
+    c.pragma_update(None, "user_version", 1000).unwrap();
+    drop(c);
+    let before = fs::read(&cat).unwrap();
+    let roll = s.path("rollB");
+    let (roll, to) = (roll.to_str().unwrap(), dest.to_str().unwrap());
+    for args in [
+        vec!["backup", "--from", roll, "--to", to],
+        vec!["backup", "--from", roll, "--to", to, "--dry-run"],
+        vec!["status", "--to", to],
+    ] {
+        let r = s.run(&args);
+        r.code(4);
+        assert!(
+            r.stderr.contains("written by a newer offload"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("damaged"), "{}", r.stderr);
+    }
+    assert_eq!(fs::read(&cat).unwrap(), before);
+    assert_eq!(counts(&cat), (8, 2));
 }
 
 #[test]

@@ -408,7 +408,7 @@ fn backup_changed_after_listing(
     match rx.recv_timeout(HUNG) {
         Ok(out) => Done::from(out.unwrap()),
         Err(_) => {
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            send_signal(pid, libc::SIGKILL);
             panic!("the run hung on a file swapped after its listing");
         }
     }

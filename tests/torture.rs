@@ -1615,8 +1615,7 @@ fn signal_when(
                 if k > 0 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe { libc::kill(child.id() as libc::pid_t, *sig) };
+                send_signal(child.id(), *sig);
             }
             landed = true;
             break;
@@ -2096,7 +2095,7 @@ fn a_stop_while_the_phone_hangs_commits_the_finished_files_at_once() {
     }
     // The next read is the one that hangs.
     std::thread::sleep(Duration::from_millis(500));
-    let sigint = |child: &Child| unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let sigint = |child: &Child| send_signal(child.id(), libc::SIGINT);
     sigint(&child);
     let committed = || -> i64 {
         rusqlite::Connection::open_with_flags(

@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::argv;
-use crate::cli::{ScheduleAddArgs, ScheduleCommand, ScheduleListArgs, ScheduleRemoveArgs};
+use crate::cli::{
+    BackupArgs, ScheduleAddArgs, ScheduleCommand, ScheduleListArgs, ScheduleRemoveArgs,
+};
 use crate::error::{fail, Exit};
 use crate::units::{self, Schedule, When};
 
@@ -189,9 +191,12 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
             "--on-plug watches for phones; --from folders are for --daily or --every schedules",
         ));
     }
-    let matches = argv::own_matches(&["schedule", "add"])
-        .ok_or_else(|| anyhow::anyhow!("cannot read the command line again"))?;
-    let options = argv::backup_options(&matches, &["require_store", "notify"]);
+    // The command below sets these two itself.
+    let options = argv::backup_args(&BackupArgs {
+        require_store: false,
+        notify: false,
+        ..a.backup.clone()
+    });
     let exe = std::env::current_exe().context("finding the offload program")?;
     let mut command: Vec<OsString> = vec![exe.into_os_string()];
     match when {

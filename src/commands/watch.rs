@@ -32,7 +32,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::argv;
-use crate::cli::WatchArgs;
+use crate::cli::{BackupArgs, WatchArgs};
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::notify;
@@ -80,23 +80,17 @@ pub fn run(args: &WatchArgs) -> Result<u8> {
             d
         })
         .collect();
-    let matches = argv::own_matches(&["watch"]);
-    let options = matches
-        .as_ref()
-        .map(|m| {
-            argv::backup_options(
-                m,
-                &[
-                    "device",
-                    "json",
-                    "require_store",
-                    "notify",
-                    "from",
-                    "phones",
-                ],
-            )
-        })
-        .unwrap_or_default();
+    // Each run gets its own --device, --require-store and --json; watch itself posts
+    // the notifications and takes no folders.
+    let options = argv::backup_args(&BackupArgs {
+        from: Vec::new(),
+        phones: false,
+        device: None,
+        json: false,
+        require_store: false,
+        notify: false,
+        ..b.clone()
+    });
     stop::install();
     let mut w = Watcher {
         exe: std::env::current_exe().context("finding the offload program")?,
@@ -749,11 +743,15 @@ impl Watcher {
     /// SIGINT/SIGTERM: pass it on to the backup under way, wait for it, and end.
     fn stop(&mut self, sig: i32) -> Result<u8> {
         if let Some(mut r) = self.child.take() {
-            let pid = r.child.id() as i32;
-            // SAFETY: a plain kill(2) on our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid, sig);
-            }
+            use rustix::process::{kill_process, Pid, Signal};
+            // The child has not been reaped yet, so its pid is still its own.
+            let pid = Pid::from_child(&r.child);
+            let sig = match sig {
+                libc::SIGINT => Signal::INT,
+                libc::SIGHUP => Signal::HUP,
+                _ => Signal::TERM,
+            };
+            let _ = kill_process(pid, sig);
             let started = Instant::now();
             let status = loop {
                 match r.child.try_wait() {

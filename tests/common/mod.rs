@@ -37,6 +37,21 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Sends `sig` (SIGINT, SIGTERM, SIGHUP or SIGKILL, by number) to `pid`, a child of the
+/// test that has not been reaped. A child that already ended is not an error.
+pub fn send_signal(pid: u32, sig: i32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let sig = match sig {
+        libc::SIGINT => Signal::INT,
+        libc::SIGTERM => Signal::TERM,
+        libc::SIGHUP => Signal::HUP,
+        libc::SIGKILL => Signal::KILL,
+        other => panic!("no test sends signal {other}"),
+    };
+    let pid = Pid::from_raw(pid as i32).expect("a child's pid is positive");
+    let _ = kill_process(pid, sig);
+}
+
 /// A scratch area with its own HOME and config dir, so that no test reads the
 /// developer's configuration.
 pub struct Scratch {
