@@ -3,9 +3,13 @@
 //! between steps (between files, between chunks of a file) and ends cleanly: what was
 //! finished is kept, only the piece in hand is dropped.
 //!
-//! A second signal means "now": the process exits at once from the signal handler.
+//! A second Ctrl-C means "now": the process exits at once from the signal handler.
 //! That is safe for the store because nothing appears under a final name before it is
-//! complete and durable; the next run sweeps the temp files.
+//! complete and durable; the next run sweeps the temp files. A repeated SIGTERM or
+//! SIGHUP only asks again: they come in pairs without anyone insisting (a closing
+//! terminal's shell and the kernel both send SIGHUP; systemd signals every process of
+//! a unit, and a parent passes the signal on). A signal the process was started to
+//! ignore (`nohup`, a background job's SIGINT) stays ignored.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Once};
@@ -33,19 +37,23 @@ pub fn exit_code(sig: i32) -> u8 {
 /// async-signal-safe things: an atomic exchange, write(2) and _exit(2).
 fn on_signal(sig: i32) {
     let first = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-    if first.is_err() {
+    if first.is_err() && sig == SIGINT {
         let _ = rustix::io::write(rustix::stdio::stderr(), AT_ONCE);
         low_level::exit(exit_code(sig).into());
     }
 }
 
-/// Catches SIGINT, SIGTERM and SIGHUP from now on: the first asks to stop, the second
-/// exits at once. Calling it again changes nothing.
+/// Catches SIGINT, SIGTERM and SIGHUP from now on (except those the process was
+/// started to ignore): the first asks to stop, a second SIGINT exits at once. Calling
+/// it again changes nothing.
 pub fn install() {
     // Twice registered, one signal would run the action twice and exit at once.
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         for sig in [SIGINT, SIGTERM, SIGHUP] {
+            if ignored(sig) {
+                continue;
+            }
             // SAFETY: the action is async-signal-safe (see `on_signal`): it neither
             // allocates nor takes a lock.
             let registered = unsafe { low_level::register(sig, move || on_signal(sig)) };
@@ -54,6 +62,17 @@ pub fn install() {
             }
         }
     });
+}
+
+/// True when `sig` is ignored by this process (inherited from `nohup`, or SIGINT in a
+/// background job of a shell without job control).
+fn ignored(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`,
+    // a zeroed struct of the right type.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// The signal that asked to stop, if any.

@@ -2209,3 +2209,65 @@ fn a_first_backup_that_reads_nothing_makes_no_store() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(store_files(&dest).len(), camera_files(&roll).len());
 }
+
+/// Two SIGHUPs (a closing terminal's shell and the kernel both send one) or two
+/// SIGTERMs (systemd, and a parent passing it on) stop a run cleanly, as one does;
+/// only a second Ctrl-C means "at once".
+#[test]
+fn repeated_hangups_and_terms_stop_cleanly_as_one() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 400, 30_000);
+    let src = Source::new(&s, Kind::Folder, &roll, &[]);
+    let sources: BTreeSet<String> = src.files().into_values().collect();
+    let mut landed = 0;
+    for (i, sig) in [libc::SIGHUP, libc::SIGTERM, libc::SIGHUP, libc::SIGTERM]
+        .into_iter()
+        .enumerate()
+    {
+        let dest = s.path(&format!("dest-{i}"));
+        let after = 2_000_000 + i as u64 * 1_000_000;
+        let due = |child: &Child| written_by(child) >= after;
+        let Some(d) = signal_when(src.backup_cmd(&dest, ""), &s, &[sig, sig], &due) else {
+            continue;
+        };
+        landed += 1;
+        assert_eq!(d.code, 143, "{}", d.stderr);
+        let saved = d.json()["devices"][0]["copied"].as_u64().unwrap();
+        assert_eq!(
+            catalog_files(&dest).len() as u64,
+            saved,
+            "a clean stop commits"
+        );
+        assert_eq!(last_run_result(&dest), "stopped");
+        assert_nothing_partial(&dest, &sources, "after two signals");
+    }
+    assert!(landed > 0, "no run was still going when signalled");
+}
+
+/// A run started with hang-ups ignored (`nohup offload backup &`) keeps going when the
+/// terminal closes.
+#[test]
+fn a_run_under_nohup_ignores_the_hangup() {
+    let s = Scratch::new();
+    let roll = bulk_roll(&s, "roll", 400, 30_000);
+    let sources: BTreeSet<String> = camera_files(&roll).into_values().collect();
+    let dest = s.path("dest");
+    let mut cmd = Command::new("nohup");
+    cmd.arg(BIN)
+        .args([
+            "backup",
+            "--from",
+            roll.to_str().unwrap(),
+            "--to",
+            dest.to_str().unwrap(),
+            "--json",
+        ])
+        .env("HOME", s.dir.path())
+        .env("XDG_CONFIG_HOME", s.dir.path().join("config"))
+        .env("OFFLOAD_BATCH_FILES", BATCH_FILES.to_string())
+        .stdin(Stdio::null());
+    let due = |child: &Child| written_by(child) >= 2_000_000;
+    let d = signal_when(cmd, &s, &[libc::SIGHUP], &due).expect("the run was still going");
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_complete(&dest, &sources, "a run under nohup");
+}

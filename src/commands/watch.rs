@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -551,7 +552,10 @@ impl Watcher {
             .args(&self.options)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // A process group of its own: Ctrl-C in the terminal reaches watch only, and
+            // watch passes the stop on once (twice, it would mean "stop at once").
+            .process_group(0);
         // The child serves the provider's phone it backs up, if it is one, and no other.
         for (key, value) in provider().child_env(id) {
             match value {
