@@ -258,12 +258,6 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// True when `self` records nothing that `other` does not (by number): no more
-    /// files and no more sources.
-    pub fn within(self, other: Counts) -> bool {
-        self.files <= other.files && self.sources <= other.sources
-    }
-
     pub fn is_empty(self) -> bool {
         self.files == 0 && self.sources == 0
     }
@@ -887,6 +881,20 @@ impl Catalog {
                 .execute("DELETE FROM notes WHERE key = ?1", [key])?,
         };
         Ok(())
+    }
+
+    /// The keys of the sources it records (`android:SERIAL`, `folder:PATH`...), and the
+    /// content hashes of the files it records.
+    pub fn keys_and_hashes(&self) -> Result<(HashSet<String>, HashSet<String>)> {
+        let mut keys = self.conn.prepare("SELECT key FROM sources")?;
+        let keys = keys
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut hashes = self.conn.prepare("SELECT hash FROM files")?;
+        let hashes = hashes
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((keys, hashes))
     }
 
     /// What the catalog records: files, and sources (phones, folders, `reindexed`).

@@ -8,6 +8,7 @@
 //! made (a few of them, and never pruned while holding more than the catalog); a
 //! catalog set aside gets a name of its own.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -46,9 +47,11 @@ pub fn open(store: &Store, new_store: bool) -> Result<Catalog> {
         return Err(lost(store.root(), "is missing"));
     }
     // An empty file is an empty database to SQLite: say so before it writes a schema.
-    // Its write-ahead log, if any, may hold the records of a run that crashed.
+    // Its write-ahead log or hot rollback journal, if any, may hold the records of a
+    // run that crashed.
     let len = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
-    if !new_store && len(&path) == 0 && len(&side_file(&path, "-wal")) == 0 {
+    let sides_empty = SIDE_FILES.iter().all(|s| len(&side_file(&path, s)) == 0);
+    if !new_store && len(&path) == 0 && sides_empty {
         return Err(lost(store.root(), "is empty"));
     }
     let checked =
@@ -96,12 +99,9 @@ pub fn check_writable(store: &Store) -> Result<()> {
     use rustix::fs::{accessat, Access, AtFlags, CWD};
     let catalog = store.meta_path(CATALOG_FILE);
     let meta = catalog.parent().expect("in .offload").to_path_buf();
-    let candidates = [
-        meta,
-        side_file(&catalog, "-wal"),
-        side_file(&catalog, "-shm"),
-        catalog,
-    ];
+    let mut candidates = vec![meta];
+    candidates.extend(SIDE_FILES.iter().map(|s| side_file(&catalog, s)));
+    candidates.push(catalog);
     for path in candidates {
         // The effective user's rights, as the kernel will apply them: root ignores a
         // file's mode but not an immutable flag or a read-only mount.
@@ -198,6 +198,12 @@ fn ways_out(root: &Path) -> String {
     }
 }
 
+/// The files SQLite keeps beside a database: the write-ahead log and its index (WAL
+/// mode), the rollback journal (the mode used where shared memory maps are not
+/// trusted: FUSE and network filesystems). A hot journal left beside a catalog that is
+/// moved away could no longer roll it back.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
 /// `path` with `suffix` appended to its name (`catalog.sqlite-wal`).
 fn side_file(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -208,6 +214,24 @@ fn side_file(path: &Path, suffix: &str) -> PathBuf {
 /// What the catalog or copy at `path` records; None when it cannot be read.
 fn counts_of(path: &Path) -> Option<Counts> {
     Catalog::open_copy(path).and_then(|c| c.counts()).ok()
+}
+
+/// The source key under which `offload reindex` records the files it finds.
+pub const REINDEXED_KEY: &str = "store:reindexed";
+
+/// True when the copy at `path` records no source and no file that `now` lacks: then
+/// nothing is lost with it. Sources are compared by key, files by content hash (the
+/// `reindexed` stand-in of a rebuilt catalog is no source of its own). `None` when the
+/// copy cannot be read.
+fn holds_nothing_more(path: &Path, now: &(HashSet<String>, HashSet<String>)) -> Option<bool> {
+    let (keys, hashes) = Catalog::open_copy(path)
+        .and_then(|c| c.keys_and_hashes())
+        .ok()?;
+    let sources_kept = keys
+        .iter()
+        .filter(|k| k.as_str() != REINDEXED_KEY)
+        .all(|k| now.0.contains(k));
+    Some(sources_kept && hashes.is_subset(&now.1))
 }
 
 /// Copies the catalog to [`COPY_FILE`] after a run. The copy it replaces is kept as a
@@ -225,14 +249,16 @@ pub fn keep_copy(store: &Store, catalog: &Catalog) -> Result<Option<String>> {
     let _ = fs::remove_file(&fresh);
     catalog.write_copy(&fresh)?;
     let now = catalog.counts()?;
+    let now_sets = catalog.keys_and_hashes()?;
 
     let mut warning = None;
     if copy.exists() {
         let before = counts_of(&copy);
+        let nothing_more = holds_nothing_more(&copy, &now_sets);
         let kept = set_aside_as_generation(&copy)?;
-        match before {
-            Some(b) if b.within(now) => {}
-            Some(b) => {
+        match (before, nothing_more) {
+            (Some(_), Some(true)) => {}
+            (Some(b), _) => {
                 warning = Some(format!(
                     "the catalog now records fewer files or sources ({now}) than its copy from \
                      the run before ({b}). That copy is kept as {}. If `offload status` misses \
@@ -242,7 +268,7 @@ pub fn keep_copy(store: &Store, catalog: &Catalog) -> Result<Option<String>> {
                     store.meta_path(CATALOG_FILE).display()
                 ))
             }
-            None => {
+            (None, _) => {
                 warning = Some(format!(
                     "the previous copy of the catalog could not be read; it is kept as {}.",
                     kept.display()
@@ -254,7 +280,7 @@ pub fn keep_copy(store: &Store, catalog: &Catalog) -> Result<Option<String>> {
         anyhow::bail!("{} appeared during the copy", copy.display());
     }
     sync_dir(&meta)?;
-    prune(&meta, now)?;
+    prune(&meta, &now_sets)?;
     Ok(warning)
 }
 
@@ -309,14 +335,14 @@ fn generations(meta: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Deletes the oldest generations beyond [`GENERATIONS`], skipping any that records
 /// more than `now` (or cannot be read): those are kept however many there are.
-fn prune(meta: &Path, now: Counts) -> Result<()> {
+fn prune(meta: &Path, now: &(HashSet<String>, HashSet<String>)) -> Result<()> {
     let all = generations(meta)?;
     let mut excess = all.len().saturating_sub(GENERATIONS);
     for g in all {
         if excess == 0 {
             break;
         }
-        if counts_of(&g).is_some_and(|c| c.within(now)) {
+        if holds_nothing_more(&g, now) == Some(true) {
             fs::remove_file(&g).with_context(|| format!("removing {}", g.display()))?;
             excess -= 1;
         }
@@ -337,7 +363,7 @@ pub fn set_aside(store: &Store, label: &str) -> Result<Option<PathBuf>> {
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
-    let sides = ["-wal", "-shm"];
+    let sides = SIDE_FILES;
     for n in 1..10_000u32 {
         let name = match n {
             1 => format!("{CATALOG_FILE}.{label}-{stamp}"),

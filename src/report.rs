@@ -139,7 +139,7 @@ impl RunReport {
                 out.push_str(&format!("  {m}\n"));
             }
             for w in &d.warnings {
-                out.push_str(&format!("  warning: {w}\n"));
+                out.push_str(&format!("  warning: {}\n", crate::term::shown(w)));
             }
             if let Some(why) = &d.interrupted {
                 out.push_str(&format!("  stopped: {why}\n"));

@@ -542,3 +542,46 @@ fn a_disk_that_fills_up_mid_run_counts_exactly_the_files_it_kept() {
     );
     assert_eq!(temp_files(&dest), 0, "a partial temp file was kept");
 }
+
+/// The source keys a catalog (or copy) at `path` records.
+fn source_keys(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open_with_flags(
+        format!("file:{}?immutable=1", path.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let mut st = c.prepare("SELECT key FROM sources").unwrap();
+    let keys = st.query_map([], |r| r.get(0)).unwrap();
+    keys.map(Result::unwrap).collect()
+}
+
+/// After a lost catalog is rebuilt, the copy that still knows a phone the rebuilt one
+/// does not is never pruned, even once the rebuilt catalog counts as many sources (the
+/// `reindexed` stand-in and one phone) and files.
+#[test]
+fn a_copy_that_knows_a_source_the_catalog_lacks_is_never_pruned() {
+    let s = Scratch::new();
+    let dest = two_source_store(&s);
+    let b_key = source_keys(&dest.join(".offload/catalog.sqlite"))
+        .into_iter()
+        .find(|k| k.ends_with("rollB"))
+        .expect("rollB's source key");
+    fs::remove_file(dest.join(".offload/catalog.sqlite")).unwrap();
+    for side in ["-wal", "-shm"] {
+        let _ = fs::remove_file(dest.join(format!(".offload/catalog.sqlite{side}")));
+    }
+    s.run(&["reindex", "--to", dest.to_str().unwrap()]).ok();
+    for _ in 0..8 {
+        s.backup_from("rollA", &dest).ok();
+    }
+    let meta = dest.join(".offload");
+    let copies: Vec<PathBuf> = generations(&dest)
+        .into_iter()
+        .map(|n| meta.join(n))
+        .chain([meta.join("catalog.sqlite.bak")])
+        .collect();
+    assert!(
+        copies.iter().any(|c| source_keys(c).contains(&b_key)),
+        "every copy that knew {b_key} was pruned: {copies:?}"
+    );
+}

@@ -474,9 +474,10 @@ fn report_dead_runs(catalog: &Catalog) {
         Ok(dead) => {
             for (name, started) in dead {
                 errln!(
-                    "note: the backup of {name} started {started} was interrupted (offload was \
+                    "note: the backup of {} started {started} was interrupted (offload was \
                      killed or the computer stopped); the files it had stored are kept, the rest \
-                     is copied now."
+                     is copied now.",
+                    crate::term::shown(&name)
                 );
             }
         }

@@ -303,7 +303,7 @@ fn human(r: &ExportReport) -> String {
         out.push_str(&format!("  {m}\n"));
     }
     for w in &r.warnings {
-        out.push_str(&format!("  warning: {w}\n"));
+        out.push_str(&format!("  warning: {}\n", crate::term::shown(w)));
     }
     if let Some(why) = &r.interrupted {
         out.push_str(&format!("  stopped: {why}\n"));
@@ -398,7 +398,17 @@ impl Exporter<'_> {
             }
             let f = &files[i];
             progress.current(&f.path);
-            let date = known[i].1.expect("selected files have a date");
+            // A Live Photo's motion half is selected through its still: when its own
+            // date cannot be read, it takes the still's.
+            let Some(date) = known[i].1.or_else(|| still_of(i).and_then(|s| known[s].1)) else {
+                self.report.failed.push(Skipped {
+                    path: f.path.clone(),
+                    reason: "its capture date in the catalog cannot be read; `offload \
+                             reindex` dates it again"
+                        .into(),
+                });
+                continue;
+            };
             let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
             let follows = still_of(i).map(|s| files[s].path.clone());
             let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());

@@ -90,7 +90,7 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         Default::default()
     };
     let (source_id, _) = catalog.upsert_source(&DeviceInfo {
-        id: "store:reindexed".into(),
+        id: crate::catalog_files::REINDEXED_KEY.into(),
         kind: SourceKind::Folder,
         name: "reindexed".into(),
         manufacturer: None,
