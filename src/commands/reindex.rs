@@ -84,6 +84,48 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
     };
     let catalog = Catalog::open(&catalog_path, store.fs.supports_wal())?;
     catalog.set_note(REINDEX_NOTE, Some("incomplete"))?;
+    let mut report = ReindexReport {
+        destination: store.root().display().to_string(),
+        files: 0,
+        bytes: 0,
+        same_content: Vec::new(),
+        previous_catalog: previous,
+        resumed: 0,
+        stopped: None,
+        left: 0,
+    };
+    let stop = Stop::new();
+    index_files(&store, &catalog, &files, resuming, args, &stop, &mut report)?;
+    if report.stopped.is_none() {
+        catalog.set_note(REINDEX_NOTE, None)?;
+        if let Some(warning) = crate::catalog_files::keep_copy(&store, &catalog)? {
+            errln!("offload: warning: {warning}");
+        }
+    }
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report);
+    }
+    if report.stopped.is_some() {
+        return Ok(stop.exit_code());
+    }
+    Ok(0)
+}
+
+/// Records each of the store's `files` in `catalog`, under the `reindexed` source:
+/// hashed again, dated and classified again from its content. When `resuming` a
+/// stopped rebuild, the files it recorded are not read again. A stop ends it between
+/// two files.
+fn index_files(
+    store: &Store,
+    catalog: &Catalog,
+    files: &[String],
+    resuming: bool,
+    args: &ReindexArgs,
+    stop: &Stop,
+    report: &mut ReindexReport,
+) -> Result<()> {
     let done_before = if resuming {
         catalog.stored_keys()?
     } else {
@@ -99,20 +141,8 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         storages: vec![],
         warnings: vec![],
     })?;
-
     let mut progress = Progress::new(args.json);
     progress.start("reindex", files.len(), 0);
-    let mut report = ReindexReport {
-        destination: store.root().display().to_string(),
-        files: 0,
-        bytes: 0,
-        same_content: Vec::new(),
-        previous_catalog: previous,
-        resumed: 0,
-        stopped: None,
-        left: 0,
-    };
-    let stop = Stop::new();
     let mut buf = vec![0u8; 1 << 20];
     let n = files.len();
     for (i, rel) in files.iter().enumerate() {
@@ -125,56 +155,7 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
             report.resumed += 1;
             continue;
         }
-        let path = store.root().join(rel);
-        let mut f = store
-            .open_stored(rel)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let mut h = blake3::Hasher::new();
-        let mut head = Vec::new();
-        let mut size = 0u64;
-        loop {
-            let k = f.read(&mut buf)?;
-            if k == 0 {
-                break;
-            }
-            if head.len() < HEAD {
-                head.extend_from_slice(&buf[..k.min(HEAD - head.len())]);
-            }
-            h.update(&buf[..k]);
-            size += k as u64;
-        }
-        let mtime = f
-            .metadata()?
-            .modified()
-            .ok()
-            .and_then(|t| jiff::Timestamp::try_from(t).ok())
-            .map_or(0, |t| t.as_second());
-        let name = rel.rsplit('/').next().unwrap_or(rel);
-        // The phone's library is not at hand: the content, the name and the lens decide.
-        let clues = media::Clues {
-            path: rel,
-            head: Some(&head),
-            ..media::Clues::default()
-        };
-        let media::Examined { date, categories } = media::examine(&path, name, mtime, clues);
-        let tags = categories.tag_names();
-        let hash = h.finalize().to_hex().to_string();
-        let captured = date.local.to_string();
-        let key = clash_key(rel);
-        let added = catalog.add_reindexed(
-            source_id,
-            &NewFile {
-                hash: &hash,
-                size,
-                path: rel,
-                path_key: &key,
-                captured: &captured,
-                date_source: date.source.as_str(),
-                category: categories.primary.as_str(),
-                tags: &tags,
-                live_pair: None,
-            },
-        )?;
+        let (size, added) = index_file(store, catalog, source_id, rel, &mut buf)?;
         if added {
             report.files += 1;
             report.bytes += size;
@@ -184,48 +165,102 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         progress.file_done(i + 1, n, rel);
     }
     progress.finish();
-    if report.stopped.is_none() {
-        catalog.set_note(REINDEX_NOTE, None)?;
-        if let Some(warning) = crate::catalog_files::keep_copy(&store, &catalog)? {
-            errln!("offload: warning: {warning}");
+    Ok(())
+}
+
+/// Reads one stored file (`rel`, store-relative), hashes it, dates and classifies it
+/// from its content, name and lens (the phone's library is not at hand), and records
+/// it. Returns its size, and false when that content was already recorded.
+fn index_file(
+    store: &Store,
+    catalog: &Catalog,
+    source_id: i64,
+    rel: &str,
+    buf: &mut [u8],
+) -> Result<(u64, bool)> {
+    let path = store.root().join(rel);
+    let mut f = store
+        .open_stored(rel)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut h = blake3::Hasher::new();
+    let mut head = Vec::new();
+    let mut size = 0u64;
+    loop {
+        let k = f.read(buf)?;
+        if k == 0 {
+            break;
         }
+        if head.len() < HEAD {
+            head.extend_from_slice(&buf[..k.min(HEAD - head.len())]);
+        }
+        h.update(&buf[..k]);
+        size += k as u64;
     }
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        if let Some(why) = &report.stopped {
-            outln!(
-                "Stopped: {} files indexed, {} left ({why}). The catalog of {} is incomplete: \
-                 run `offload reindex` again to finish it (it goes on where it stopped); until \
-                 then backups to this store are refused.",
-                report.files + report.resumed,
-                report.left,
-                report.destination
-            );
-            return Ok(stop.exit_code());
-        }
+    let mtime = f
+        .metadata()?
+        .modified()
+        .ok()
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map_or(0, |t| t.as_second());
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    let clues = media::Clues {
+        path: rel,
+        head: Some(&head),
+        ..media::Clues::default()
+    };
+    let media::Examined { date, categories } = media::examine(&path, name, mtime, clues);
+    let tags = categories.tag_names();
+    let hash = h.finalize().to_hex().to_string();
+    let captured = date.local.to_string();
+    let key = clash_key(rel);
+    let added = catalog.add_reindexed(
+        source_id,
+        &NewFile {
+            hash: &hash,
+            size,
+            path: rel,
+            path_key: &key,
+            captured: &captured,
+            date_source: date.source.as_str(),
+            category: categories.primary.as_str(),
+            tags: &tags,
+            live_pair: None,
+        },
+    )?;
+    Ok((size, added))
+}
+
+/// The human report: what was rebuilt (or how far a stopped rebuild got), and what
+/// the next backup does.
+fn print_human(report: &ReindexReport) {
+    if let Some(why) = &report.stopped {
         outln!(
-            "Rebuilt the catalog of {}: {} files, {} bytes.",
-            report.destination,
+            "Stopped: {} files indexed, {} left ({why}). The catalog of {} is incomplete: \
+             run `offload reindex` again to finish it (it goes on where it stopped); until \
+             then backups to this store are refused.",
             report.files + report.resumed,
-            report.bytes
+            report.left,
+            report.destination
         );
-        for s in &report.same_content {
-            outln!(
-                "  {}: same content as another stored file (left in place, recorded once)",
-                crate::term::shown(s)
-            );
-        }
-        if let Some(p) = &report.previous_catalog {
-            outln!("The previous catalog was moved to {p}.");
-        }
+        return;
+    }
+    outln!(
+        "Rebuilt the catalog of {}: {} files, {} bytes.",
+        report.destination,
+        report.files + report.resumed,
+        report.bytes
+    );
+    for s in &report.same_content {
         outln!(
-            "The next backup of each phone reads its files once more to learn where they are; \
-             nothing already stored is copied again."
+            "  {}: same content as another stored file (left in place, recorded once)",
+            crate::term::shown(s)
         );
     }
-    if report.stopped.is_some() {
-        return Ok(stop.exit_code());
+    if let Some(p) = &report.previous_catalog {
+        outln!("The previous catalog was moved to {p}.");
     }
-    Ok(0)
+    outln!(
+        "The next backup of each phone reads its files once more to learn where they are; \
+         nothing already stored is copied again."
+    );
 }
