@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -323,71 +323,12 @@ impl Exporter<'_> {
     /// Exports from a backup: the catalog says what each file is, so the selection is
     /// decided before reading, exactly.
     fn export_store(&mut self, dest: &Path, progress: &mut Progress) -> Result<()> {
-        let catalog_path = dest.join(META_DIR).join(CATALOG_FILE);
-        if !catalog_path.exists() {
-            return Err(fail(
-                Exit::NoSource,
-                format!(
-                    "There is no offload backup at {}: --from-store takes the folder given to `offload backup --to`.",
-                    dest.display()
-                ),
-            ));
-        }
-        // Read-only and without the store's lock: stored files never change once placed.
-        let catalog = Catalog::open_read_only(&catalog_path)?;
-        let store_fd = beneath::open_root(dest).map_err(|e| {
-            fail(
-                Exit::NoSource,
-                format!("Cannot read the backup {}: {e}", dest.display()),
-            )
-        })?;
+        let (catalog, store_fd) = open_backup(dest)?;
         let files = catalog.stored_with_facts()?;
-        let known: Vec<(Categories, Option<jiff::civil::DateTime>)> = files
-            .iter()
-            .map(|f| (stored_categories(f), f.captured.parse().ok()))
-            .collect();
-        let admitted: Vec<bool> = known
-            .iter()
-            .map(|(c, date)| match date {
-                Some(d) => self.filter.admits(&Known {
-                    categories: c,
-                    date: DateKnown::Exact(*d),
-                    read: true,
-                    library: true,
-                }),
-                None => false,
-            })
-            .collect();
-        // A Live Photo is selected by its still, and its still is exported first.
-        let by_hash: HashMap<&str, usize> = files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.hash.as_str(), i))
-            .collect();
-        let still_of = |i: usize| -> Option<usize> {
-            let pair = files[i].live_pair.as_deref()?;
-            by_hash.get(pair).copied().filter(|s| *s != i)
-        };
-        let mut order: Vec<usize> = Vec::new();
-        let mut followers: HashMap<usize, Vec<usize>> = HashMap::new();
-        for i in 0..files.len() {
-            match still_of(i) {
-                Some(s) => followers.entry(s).or_default().push(i),
-                None => order.push(i),
-            }
-        }
-        let mut selected = Vec::new();
-        for i in order {
-            let take = admitted[i];
-            for f in std::iter::once(i).chain(followers.remove(&i).unwrap_or_default()) {
-                if take {
-                    selected.push(f);
-                } else {
-                    self.report.filtered += 1;
-                }
-            }
-        }
-        let template = self.template.clone();
+        let dates: Vec<Option<jiff::civil::DateTime>> =
+            files.iter().map(|f| f.captured.parse().ok()).collect();
+        let stills = stills_of(&files);
+        let selected = self.select_stored(&files, &dates, &stills);
         let total: u64 = selected.iter().map(|i| files[*i].size).sum();
         progress.start(&dest.display().to_string(), selected.len(), total);
         let n = selected.len();
@@ -396,58 +337,110 @@ impl Exporter<'_> {
                 self.report.left = (n - done) as u64;
                 break;
             }
-            let f = &files[i];
-            progress.current(&f.path);
+            progress.current(&files[i].path);
             // A Live Photo's motion half is selected through its still: when its own
             // date cannot be read, it takes the still's.
-            let Some(date) = known[i].1.or_else(|| still_of(i).and_then(|s| known[s].1)) else {
+            let Some(date) = dates[i].or_else(|| stills[i].and_then(|s| dates[s])) else {
                 self.report.failed.push(Skipped {
-                    path: f.path.clone(),
+                    path: files[i].path.clone(),
                     reason: "its capture date in the catalog cannot be read; `offload \
                              reindex` dates it again"
                         .into(),
                 });
                 continue;
             };
-            let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
-            let follows = still_of(i).map(|s| files[s].path.clone());
-            let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());
-            // Never through a link inside the backup: what it leads to is not the
-            // stored copy.
-            let result =
-                beneath::open_file(store_fd.as_fd(), dest, Path::new(&f.path), OFlags::RDONLY)
-                    .map_err(|e| {
-                        CopyError::Source(SourceError::File(format!(
-                            "cannot be read from the backup: {e}"
-                        )))
-                    });
-            let fields_category = f.category.clone();
-            let device = f.device.clone();
-            let written = result.and_then(|mut file| {
-                // The stored file carries its source's time.
-                let modified = file.metadata().and_then(|m| m.modified()).ok();
-                self.export(&mut file, f.size, &f.path, follows.as_deref(), |c| {
-                    let wanted = template.render(&Fields {
-                        device: &device,
-                        date,
-                        category: &fields_category,
-                        name: &name,
-                        hash: &c.hash,
-                    });
-                    Some(Target {
-                        wanted,
-                        convert: media::is_heif(&c.head),
-                        modified,
-                    })
-                })
-            });
-            if self.settle(&f.path, is_still, written)? && self.stop.requested() {
+            let follows = stills[i].map(|s| files[s].path.as_str());
+            let ended = self.export_stored(store_fd.as_fd(), dest, &files[i], date, follows)?;
+            if ended && self.stop.requested() {
                 self.report.left = (n - done) as u64;
                 break;
             }
-            progress.file_done(done + 1, n, &f.path);
+            progress.file_done(done + 1, n, &files[i].path);
         }
         Ok(())
+    }
+
+    /// The stored files the selection takes, in export order: each Live Photo's still
+    /// decides for its motion half, which follows it. The others count as filtered.
+    fn select_stored(
+        &mut self,
+        files: &[StoredFile],
+        dates: &[Option<jiff::civil::DateTime>],
+        stills: &[Option<usize>],
+    ) -> Vec<usize> {
+        let admitted = |i: usize| match dates[i] {
+            Some(d) => self.filter.admits(&Known {
+                categories: &stored_categories(&files[i]),
+                date: DateKnown::Exact(d),
+                read: true,
+                library: true,
+            }),
+            None => false,
+        };
+        let mut order: Vec<usize> = Vec::new();
+        let mut followers: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, still) in stills.iter().enumerate() {
+            match still {
+                Some(s) => followers.entry(*s).or_default().push(i),
+                None => order.push(i),
+            }
+        }
+        let mut selected = Vec::new();
+        let mut filtered = 0;
+        for i in order {
+            let take = admitted(i);
+            for f in std::iter::once(i).chain(followers.remove(&i).unwrap_or_default()) {
+                if take {
+                    selected.push(f);
+                } else {
+                    filtered += 1;
+                }
+            }
+        }
+        self.report.filtered += filtered;
+        selected
+    }
+
+    /// Exports one stored file `f`, read beneath the backup's folder `store_fd` (never
+    /// through a link: what it leads to is not the stored copy), named from `date`;
+    /// `follows` is its still's path for a Live Photo's motion half. Returns true when
+    /// the export ends here (see [`Exporter::settle`]).
+    fn export_stored(
+        &mut self,
+        store_fd: BorrowedFd<'_>,
+        dest: &Path,
+        f: &StoredFile,
+        date: jiff::civil::DateTime,
+        follows: Option<&str>,
+    ) -> Result<bool> {
+        let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_string();
+        let is_still = f.live_pair.as_deref() == Some(f.hash.as_str());
+        let template = self.template.clone();
+        let opened = beneath::open_file(store_fd, dest, Path::new(&f.path), OFlags::RDONLY)
+            .map_err(|e| {
+                CopyError::Source(SourceError::File(format!(
+                    "cannot be read from the backup: {e}"
+                )))
+            });
+        let written = opened.and_then(|mut file| {
+            // The stored file carries its source's time.
+            let modified = file.metadata().and_then(|m| m.modified()).ok();
+            self.export(&mut file, f.size, &f.path, follows, |c| {
+                let wanted = template.render(&Fields {
+                    device: &f.device,
+                    date,
+                    category: &f.category,
+                    name: &name,
+                    hash: &c.hash,
+                });
+                Some(Target {
+                    wanted,
+                    convert: media::is_heif(&c.head),
+                    modified,
+                })
+            })
+        });
+        self.settle(&f.path, is_still, written)
     }
 
     /// Exports from folders and phones, as `backup` would read them, with the
@@ -719,6 +712,46 @@ impl Exporter<'_> {
 }
 
 /// `2024/06/IMG_0001.HEIC` → `2024/06/IMG_0001.jpg`.
+/// Opens the catalog of the backup at `dest` read-only (no lock: stored files never
+/// change once placed) and its folder, beneath which stored files are read. Exit 3 when
+/// `dest` holds no backup.
+fn open_backup(dest: &Path) -> Result<(Catalog, OwnedFd)> {
+    let catalog_path = dest.join(META_DIR).join(CATALOG_FILE);
+    if !catalog_path.exists() {
+        return Err(fail(
+            Exit::NoSource,
+            format!(
+                "There is no offload backup at {}: --from-store takes the folder given to `offload backup --to`.",
+                dest.display()
+            ),
+        ));
+    }
+    let catalog = Catalog::open_read_only(&catalog_path)?;
+    let store_fd = beneath::open_root(dest).map_err(|e| {
+        fail(
+            Exit::NoSource,
+            format!("Cannot read the backup {}: {e}", dest.display()),
+        )
+    })?;
+    Ok((catalog, store_fd))
+}
+
+/// For each stored file, the index of its Live Photo still when it is a motion half
+/// (a file is its own still's pair: that is no follower).
+fn stills_of(files: &[StoredFile]) -> Vec<Option<usize>> {
+    let by_hash: HashMap<&str, usize> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.hash.as_str(), i))
+        .collect();
+    (0..files.len())
+        .map(|i| {
+            let pair = files[i].live_pair.as_deref()?;
+            by_hash.get(pair).copied().filter(|s| *s != i)
+        })
+        .collect()
+}
+
 fn jpeg_name(wanted: &str) -> String {
     let (dir, name) = match wanted.rfind('/') {
         Some(i) => (&wanted[..=i], &wanted[i + 1..]),
