@@ -57,6 +57,82 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl DeviceReport {
+    /// One source's lines of the human summary (`would copy` in a dry run).
+    fn human(&self, dry_run: bool) -> String {
+        let verb = if dry_run { "would copy" } else { "copied" };
+        let mut out = format!(
+            "{} ({}, {}):\n",
+            crate::term::shown(&self.name),
+            self.kind,
+            crate::term::shown(&self.id)
+        );
+        out.push_str(&format!(
+            "  {verb:<18} {} files, {}\n",
+            self.copied,
+            DecimalBytes(self.bytes_copied)
+        ));
+        out.push_str(&format!(
+            "  {:<18} {}\n",
+            "already backed up", self.already_backed_up
+        ));
+        out.push_str(&format!("  {:<18} {}\n", "duplicates", self.duplicates));
+        if self.filtered > 0 {
+            out.push_str(&format!(
+                "  {:<18} {} (not selected; left for a later run)\n",
+                "filtered out", self.filtered
+            ));
+        }
+        if !self.skipped.is_empty() {
+            let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+            for s in &self.skipped {
+                *reasons.entry(s.reason.as_str()).or_default() += 1;
+            }
+            let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+            out.push_str(&format!(
+                "  {:<18} {} ({})\n",
+                "skipped",
+                self.skipped.len(),
+                list.join(", ")
+            ));
+        }
+        out.push_str(&self.problems());
+        out
+    }
+
+    /// The lines of what went wrong or is worth knowing: failures with their reasons,
+    /// iCloud-only originals, warnings, an early end, files left for the next run.
+    fn problems(&self) -> String {
+        let mut out = String::new();
+        if !self.failed.is_empty() {
+            out.push_str(&format!("  {:<18} {}\n", "failed", self.failed.len()));
+            for f in &self.failed {
+                out.push_str(&format!(
+                    "    {}: {}\n",
+                    crate::term::shown(&f.path),
+                    crate::term::shown(&f.reason)
+                ));
+            }
+        }
+        if let Some(m) = cloud_message(&self.cloud_only) {
+            out.push_str(&format!("  {m}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  warning: {}\n", crate::term::shown(w)));
+        }
+        if let Some(why) = &self.interrupted {
+            out.push_str(&format!("  stopped: {why}\n"));
+        }
+        if self.left > 0 {
+            out.push_str(&format!(
+                "  {:<18} {} (the next run copies them)\n",
+                "left", self.left
+            ));
+        }
+        out
+    }
+}
+
 /// The whole run, the `--json` object.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
@@ -86,70 +162,8 @@ impl RunReport {
     /// The human summary, for stdout.
     pub fn human(&self) -> String {
         let mut out = String::new();
-        let verb = if self.dry_run { "would copy" } else { "copied" };
-        let mut total_bytes = 0;
         for d in &self.devices {
-            total_bytes += d.bytes_copied;
-            out.push_str(&format!(
-                "{} ({}, {}):\n",
-                crate::term::shown(&d.name),
-                d.kind,
-                crate::term::shown(&d.id)
-            ));
-            out.push_str(&format!(
-                "  {verb:<18} {} files, {}\n",
-                d.copied,
-                DecimalBytes(d.bytes_copied)
-            ));
-            out.push_str(&format!(
-                "  {:<18} {}\n",
-                "already backed up", d.already_backed_up
-            ));
-            out.push_str(&format!("  {:<18} {}\n", "duplicates", d.duplicates));
-            if d.filtered > 0 {
-                out.push_str(&format!(
-                    "  {:<18} {} (not selected; left for a later run)\n",
-                    "filtered out", d.filtered
-                ));
-            }
-            if !d.skipped.is_empty() {
-                let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-                for s in &d.skipped {
-                    *reasons.entry(s.reason.as_str()).or_default() += 1;
-                }
-                let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-                out.push_str(&format!(
-                    "  {:<18} {} ({})\n",
-                    "skipped",
-                    d.skipped.len(),
-                    list.join(", ")
-                ));
-            }
-            if !d.failed.is_empty() {
-                out.push_str(&format!("  {:<18} {}\n", "failed", d.failed.len()));
-                for f in &d.failed {
-                    out.push_str(&format!(
-                        "    {}: {}\n",
-                        crate::term::shown(&f.path),
-                        crate::term::shown(&f.reason)
-                    ));
-                }
-            }
-            if let Some(m) = cloud_message(&d.cloud_only) {
-                out.push_str(&format!("  {m}\n"));
-            }
-            for w in &d.warnings {
-                out.push_str(&format!("  warning: {}\n", crate::term::shown(w)));
-            }
-            if let Some(why) = &d.interrupted {
-                out.push_str(&format!("  stopped: {why}\n"));
-            }
-            if d.left > 0 {
-                out.push_str(&format!(
-                    "  {:<18} {} (the next run copies them)\n",
-                    "left", d.left
-                ));
-            }
+            out.push_str(&d.human(self.dry_run));
         }
         for b in &self.blocked {
             out.push_str(&format!(
@@ -164,6 +178,7 @@ impl RunReport {
             out.push_str(&line);
             out.push('\n');
         }
+        let total_bytes: u64 = self.devices.iter().map(|d| d.bytes_copied).sum();
         let secs = self.elapsed_s.max(1e-9);
         out.push_str(&format!(
             "{} in {:.1} s ({}/s) to {}\n",
