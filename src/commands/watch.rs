@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +168,73 @@ struct Running {
     stdout: Arc<Mutex<String>>,
     last_err: Arc<Mutex<String>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Follows a backup just spawned: its stdout (the JSON report) is read whole, its
+    /// stderr passed on; both on threads of their own, so that neither pipe fills up
+    /// and stalls the child.
+    fn follow(id: &str, name: String, mut child: Child) -> Running {
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let last_err = Arc::new(Mutex::new(String::new()));
+        let mut threads = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            threads.push(read_report(out, stdout.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            let prefix = format!(
+                "{} ({}): ",
+                crate::term::shown(&name),
+                crate::term::shown(id)
+            );
+            threads.push(relay_stderr(err, prefix, last_err.clone()));
+        }
+        Running {
+            id: id.to_string(),
+            name,
+            child,
+            stdout,
+            last_err,
+            threads,
+        }
+    }
+
+    /// What the backup said, once it has exited with `status`: waits for the readers,
+    /// which reach the end of the pipes now.
+    fn ended(self, status: ExitStatus) -> Ended {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let code = exit_code(status);
+        let stdout = text_of(&self.stdout);
+        let last_err = text_of(&self.last_err);
+        let counts = counts(&stdout);
+        let copied = counts.get("copied").and_then(Value::as_u64).unwrap_or(0);
+        let failed = counts.get("failed").and_then(Value::as_u64).unwrap_or(0);
+        Ended {
+            id: self.id,
+            name: self.name,
+            code,
+            counts,
+            copied,
+            failed,
+            last_err,
+        }
+    }
+}
+
+/// A backup that has ended, and what it said.
+struct Ended {
+    id: String,
+    name: String,
+    /// Its exit code (see [`exit_code`]).
+    code: i32,
+    /// The counts of its report (see [`counts`]); `copied` and `failed` are two of them.
+    counts: Map<String, Value>,
+    copied: u64,
+    failed: u64,
+    /// Its last `offload: ` message (the reason it stopped short), or empty.
+    last_err: String,
 }
 
 /// What the usbmuxd listener thread reports.
@@ -367,38 +434,55 @@ impl Watcher {
     /// destination is there.
     fn next_step(&mut self) {
         let now = Instant::now();
-        let Some(i) = self
-            .phones
-            .iter()
-            .position(|p| p.state == State::Pending && p.next <= now)
-        else {
+        let Some(i) = self.due(now) else {
             return;
         };
-        if let Err(reason) = self.destination_ready() {
-            let recheck = self.dest_recheck;
-            let (notify, out) = (self.notify, &self.out);
-            let p = &mut self.phones[i];
-            p.next = now + recheck;
-            if !p.skipped {
-                p.skipped = true;
-                out.event(
-                    "skipped",
-                    Some((&p.id, &p.name)),
-                    json!({ "reason": reason }),
-                    format!(
-                        "{} ({}): not backed up: {reason} (checking again every {} s)",
-                        p.name,
-                        p.id,
-                        recheck.as_secs()
-                    ),
-                );
-                if notify && !p.notified {
-                    p.notified = true;
-                    notify::post(&format!("{} not backed up", p.name), &reason);
-                }
-            }
+        match self.destination_ready() {
+            Ok(()) => self.start_probe(i, now),
+            Err(reason) => self.skip_for_destination(i, &reason, now),
+        }
+    }
+
+    /// The index of the first phone that waits for its next step and whose time has come.
+    fn due(&self, now: Instant) -> Option<usize> {
+        self.phones
+            .iter()
+            .position(|p| p.state == State::Pending && p.next <= now)
+    }
+
+    /// Phone `i` cannot be backed up for want of a store: it is looked at again after
+    /// `dest_recheck`, and `skipped` (with a notification) is said once per arrival, not
+    /// at every re-check.
+    fn skip_for_destination(&mut self, i: usize, reason: &str, now: Instant) {
+        let recheck = self.dest_recheck;
+        let (notify, out) = (self.notify, &self.out);
+        let p = &mut self.phones[i];
+        p.next = now + recheck;
+        if p.skipped {
             return;
         }
+        p.skipped = true;
+        out.event(
+            "skipped",
+            Some((&p.id, &p.name)),
+            json!({ "reason": reason }),
+            format!(
+                "{} ({}): not backed up: {reason} (checking again every {} s)",
+                p.name,
+                p.id,
+                recheck.as_secs()
+            ),
+        );
+        if notify && !p.notified {
+            p.notified = true;
+            notify::post(&format!("{} not backed up", p.name), reason);
+        }
+    }
+
+    /// Marks phone `i` busy and looks at it on a thread of its own, whose answer
+    /// `check_probe` takes, so that the loop keeps noticing phones and signals meanwhile.
+    /// If no thread can be had, the look is tried again in a few seconds.
+    fn start_probe(&mut self, i: usize, now: Instant) {
         let p = &mut self.phones[i];
         p.state = State::Busy;
         let id = p.id.clone();
@@ -413,25 +497,7 @@ impl Watcher {
         let spawned = std::thread::Builder::new()
             .name("probe".into())
             .spawn(move || {
-                let found = detect(&opts);
-                let probe = if let Some(s) = found.sources.first() {
-                    Probe::Ready {
-                        name: s.info().name.clone(),
-                    }
-                } else if let Some(b) = found.blocked.first() {
-                    Probe::Blocked {
-                        name: b.name.clone(),
-                        state: b.state.clone(),
-                        message: b.message.clone(),
-                    }
-                } else if let (Some(m), true) = (&found.no_usbmuxd, want.starts_with("iphone:")) {
-                    Probe::Missing(m.clone())
-                } else {
-                    Probe::Missing("not found by the phone search yet".into())
-                };
-                // Close every phone before the backup opens it again.
-                drop(found);
-                let _ = tx.send(probe);
+                let _ = tx.send(look_at(&opts, &want));
             });
         match spawned {
             Ok(_) => self.probe = Some(Probing { id, rx }),
@@ -543,10 +609,42 @@ impl Watcher {
         }
     }
 
+    /// Starts the backup of phone `id` as a child process: on success it is `self.child`
+    /// and `backup-started` is said; if it cannot be started, the phone is given up for
+    /// this arrival.
     fn start_backup(&mut self, id: &str) {
         let Some(p) = self.phones.iter().find(|p| p.id == id) else {
             return;
         };
+        let (name, kind) = (p.name.clone(), p.kind);
+        let child = match self.backup_command(id).spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.out
+                    .line(&format!("{name} ({id}): cannot start a backup: {e}"));
+                if let Some(p) = self.phone(id) {
+                    p.state = State::Done;
+                }
+                return;
+            }
+        };
+        let running = Running::follow(id, name, child);
+        self.out.event(
+            "backup-started",
+            Some((id, &running.name)),
+            json!({ "kind": kind, "pid": running.child.id() }),
+            format!(
+                "{} ({id}): backing up to {}",
+                running.name,
+                self.describe_dests()
+            ),
+        );
+        self.child = Some(running);
+    }
+
+    /// The backup of phone `id`: `offload backup --device ID --require-store --json`
+    /// with watch's backup options, no stdin, stdout and stderr piped to watch.
+    fn backup_command(&self, id: &str) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.args(["backup", "--device", id, "--require-store", "--json"])
             .args(&self.options)
@@ -563,68 +661,7 @@ impl Watcher {
                 None => cmd.env_remove(key),
             };
         }
-        let name = p.name.clone();
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                self.out
-                    .line(&format!("{name} ({id}): cannot start a backup: {e}"));
-                if let Some(p) = self.phone(id) {
-                    p.state = State::Done;
-                }
-                return;
-            }
-        };
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let last_err = Arc::new(Mutex::new(String::new()));
-        let mut threads = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            let buf = stdout.clone();
-            threads.push(std::thread::spawn(move || {
-                let mut s = String::new();
-                let _ = out.read_to_string(&mut s);
-                *buf.lock().unwrap_or_else(|e| e.into_inner()) = s;
-            }));
-        }
-        if let Some(err) = child.stderr.take() {
-            let last = last_err.clone();
-            let prefix = format!(
-                "{} ({}): ",
-                crate::term::shown(&name),
-                crate::term::shown(id)
-            );
-            threads.push(std::thread::spawn(move || {
-                for line in BufReader::new(err).lines() {
-                    let Ok(line) = line else { break };
-                    let line = line.trim_end();
-                    // Said already by the watcher itself.
-                    if line.is_empty()
-                        || line.starts_with("Backing up to ")
-                        || line.starts_with("note: iPhones cannot be seen")
-                    {
-                        continue;
-                    }
-                    errln!("watch: {prefix}{line}");
-                    if let Some(msg) = line.strip_prefix("offload: ") {
-                        *last.lock().unwrap_or_else(|e| e.into_inner()) = msg.to_string();
-                    }
-                }
-            }));
-        }
-        self.out.event(
-            "backup-started",
-            Some((id, &name)),
-            json!({ "kind": p.kind, "pid": child.id() }),
-            format!("{name} ({id}): backing up to {}", self.describe_dests()),
-        );
-        self.child = Some(Running {
-            id: id.to_string(),
-            name,
-            child,
-            stdout,
-            last_err,
-            threads,
-        });
+        cmd
     }
 
     fn check_child(&mut self) {
@@ -643,67 +680,70 @@ impl Watcher {
     }
 
     /// Reports a backup that ended and decides what comes next for its phone.
-    fn finished(&mut self, r: Running, status: std::process::ExitStatus, stopping: bool) {
-        for t in r.threads {
-            let _ = t.join();
+    fn finished(&mut self, r: Running, status: ExitStatus, stopping: bool) {
+        let ended = r.ended(status);
+        self.report_finished(&ended, stopping);
+        if stopping {
+            return;
         }
-        let code = exit_code(status);
-        let stdout = r.stdout.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let last_err = r.last_err.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let counts = counts(&stdout);
-        let outcome = match code {
-            _ if stopping => "stopped",
-            0 => "ok",
-            1 => "failures",
-            3 => "blocked",
-            4 => "destination",
-            5 => "gone",
-            _ => "error",
-        };
-        let mut fields = counts.clone();
+        if self.after_backup(&ended) {
+            self.notify_finished(&ended);
+        }
+    }
+
+    /// Says `backup-finished`: the backup's counts, exit code and result, and the
+    /// reason it gave when it did not succeed.
+    fn report_finished(&self, e: &Ended, stopping: bool) {
+        let code = e.code;
+        let outcome = outcome(code, stopping);
+        let mut fields = e.counts.clone();
         fields.insert("exit_code".into(), code.into());
         fields.insert("result".into(), outcome.into());
-        if !last_err.is_empty() && code != 0 {
-            fields.insert("message".into(), last_err.clone().into());
+        if !e.last_err.is_empty() && code != 0 {
+            fields.insert("message".into(), e.last_err.clone().into());
         }
-        let copied = counts.get("copied").and_then(Value::as_u64).unwrap_or(0);
-        let failed = counts.get("failed").and_then(Value::as_u64).unwrap_or(0);
+        let (copied, failed) = (e.copied, e.failed);
         let line = match outcome {
             "stopped" => format!(
                 "{} ({}): backup stopped: the files it had stored are kept, nothing partial \
                  is (the next backup copies the rest)",
-                r.name, r.id
+                e.name, e.id
             ),
             _ => format!(
                 "{} ({}): backup finished ({outcome}, exit {code}): {copied} copied, {failed} failed",
-                r.name, r.id
+                e.name, e.id
             ),
         };
         self.out.event(
             "backup-finished",
-            Some((&r.id, &r.name)),
+            Some((&e.id, &e.name)),
             Value::Object(fields),
             line,
         );
-        if stopping {
-            return;
-        }
-        let (recheck, dest_recheck, notify) = (self.recheck, self.dest_recheck, self.notify);
-        let Some(p) = self.phones.iter_mut().find(|p| p.id == r.id) else {
-            return; // It left during the backup.
+    }
+
+    /// Sets what comes next for the phone of a backup that ended by itself: a re-check
+    /// if the phone could not be read (said as `waiting`), if the destination was
+    /// missing (`skipped`, once per arrival) or if the phone went away mid-run; else
+    /// nothing until it leaves. False when no notification is due: the phone left
+    /// during the backup, or it waits (and `waiting` notifies).
+    fn after_backup(&mut self, e: &Ended) -> bool {
+        let (recheck, dest_recheck) = (self.recheck, self.dest_recheck);
+        let Some(p) = self.phones.iter_mut().find(|p| p.id == e.id) else {
+            return false; // It left during the backup.
         };
         let now = Instant::now();
-        match code {
+        match e.code {
             3 => {
                 p.state = State::Pending;
                 p.next = now + recheck;
-                let msg = if last_err.is_empty() {
+                let msg = if e.last_err.is_empty() {
                     "the phone cannot be read yet".to_string()
                 } else {
-                    last_err.clone()
+                    e.last_err.clone()
                 };
-                self.waiting(&r.id, "blocked", &msg);
-                return;
+                self.waiting(&e.id, "blocked", &msg);
+                return false;
             }
             4 => {
                 p.state = State::Pending;
@@ -712,9 +752,9 @@ impl Watcher {
                     p.skipped = true;
                     self.out.event(
                         "skipped",
-                        Some((&r.id, &r.name)),
-                        json!({ "reason": last_err }),
-                        format!("{} ({}): not backed up: {last_err}", r.name, r.id),
+                        Some((&e.id, &e.name)),
+                        json!({ "reason": e.last_err }),
+                        format!("{} ({}): not backed up: {}", e.name, e.id, e.last_err),
                     );
                 }
             }
@@ -725,20 +765,27 @@ impl Watcher {
             }
             _ => p.state = State::Done,
         }
-        let problem = code != 0;
-        if notify && (copied > 0 || problem) {
+        true
+    }
+
+    /// With notifications on, posts one for a backup that copied something or had a
+    /// problem (a backup with nothing new is not worth a notification).
+    fn notify_finished(&self, e: &Ended) {
+        let (copied, failed) = (e.copied, e.failed);
+        let problem = e.code != 0;
+        if self.notify && (copied > 0 || problem) {
             let title = if problem {
-                format!("Backup of {} had problems", r.name)
+                format!("Backup of {} had problems", e.name)
             } else {
-                format!("{} backed up", r.name)
+                format!("{} backed up", e.name)
             };
             let mut body = format!("{copied} new files copied.");
             if failed > 0 {
                 body.push_str(&format!(" {failed} failed: `offload status` lists them."));
             }
-            if !last_err.is_empty() && problem {
+            if !e.last_err.is_empty() && problem {
                 body.push(' ');
-                body.push_str(&last_err);
+                body.push_str(&e.last_err);
             }
             notify::post(&title, &body);
         }
@@ -790,6 +837,84 @@ impl Watcher {
             format!("stopped ({})", stop::name(sig)),
         );
         Ok(0)
+    }
+}
+
+/// Looks for the phone `want` (in `opts.device`) and says whether it can be backed up
+/// now. Every phone the search opened is closed again before this returns, so that
+/// the backup can open it.
+fn look_at(opts: &DetectOptions, want: &str) -> Probe {
+    let found = detect(opts);
+    let probe = if let Some(s) = found.sources.first() {
+        Probe::Ready {
+            name: s.info().name.clone(),
+        }
+    } else if let Some(b) = found.blocked.first() {
+        Probe::Blocked {
+            name: b.name.clone(),
+            state: b.state.clone(),
+            message: b.message.clone(),
+        }
+    } else if let (Some(m), true) = (&found.no_usbmuxd, want.starts_with("iphone:")) {
+        Probe::Missing(m.clone())
+    } else {
+        Probe::Missing("not found by the phone search yet".into())
+    };
+    // Close every phone before the backup opens it again.
+    drop(found);
+    probe
+}
+
+/// Reads a child's stdout to its end into `into`, on a thread of its own.
+fn read_report(mut out: ChildStdout, into: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        *into.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    })
+}
+
+/// Passes a child's stderr on to watch's own, each line after `prefix` (which names
+/// the phone), on a thread of its own; keeps the last `offload: ` message in `last`.
+fn relay_stderr(
+    err: ChildStderr,
+    prefix: String,
+    last: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end();
+            // Said already by the watcher itself.
+            if line.is_empty()
+                || line.starts_with("Backing up to ")
+                || line.starts_with("note: iPhones cannot be seen")
+            {
+                continue;
+            }
+            errln!("watch: {prefix}{line}");
+            if let Some(msg) = line.strip_prefix("offload: ") {
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = msg.to_string();
+            }
+        }
+    })
+}
+
+/// The text a reader thread left; a poisoned lock still holds it.
+fn text_of(m: &Mutex<String>) -> String {
+    m.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// The `result` of a backup that ended with exit `code` (`stopping`: stopped by watch).
+fn outcome(code: i32, stopping: bool) -> &'static str {
+    match code {
+        _ if stopping => "stopped",
+        0 => "ok",
+        1 => "failures",
+        3 => "blocked",
+        4 => "destination",
+        5 => "gone",
+        _ => "error",
     }
 }
 
