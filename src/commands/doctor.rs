@@ -15,7 +15,7 @@ use anyhow::Result;
 use indicatif::DecimalBytes;
 use serde::Serialize;
 
-use crate::catalog::{Catalog, CATALOG_FILE};
+use crate::catalog::{Catalog, LastRun, CATALOG_FILE};
 use crate::cli::DoctorArgs;
 use crate::commands::schedule;
 use crate::config;
@@ -346,14 +346,49 @@ fn name_rules(fstype: &str) -> &'static str {
     }
 }
 
+/// Checks one destination folder, step by step: that it holds an offload store, that
+/// it can be written, the room and limits of its filesystem, then its catalog and
+/// last run. Stops at the first finding that makes the rest meaningless.
 fn destination(c: &mut Checks, dest: &Path) {
-    let d = dest.display();
-    let create = format!(
-        "Plug in the backup drive and check that it is mounted. To start a new backup there, run `offload backup --to {d}` once."
-    );
-    if !dest.exists() {
-        c.problem("destination", format!("{d} does not exist."), create);
+    if !is_folder(c, dest) {
         return;
+    }
+    let fs = FsInfo::of(dest).ok();
+    if !holds_store(c, dest, fs.as_ref()) {
+        return;
+    }
+    writable(c, dest);
+    if let Some(fs) = &fs {
+        free_space(c, fs);
+        file_limits(c, fs);
+    }
+    // A backup under way holds the lock: its catalog is busy, not damaged.
+    let running = crate::store::busy::in_use(dest);
+    if running {
+        c.ok("destination", "a backup is running on it now");
+    }
+    catalog(c, dest, running);
+}
+
+/// The fix for a destination that is missing or holds no store: most often the drive
+/// is not plugged in; else the store was never made.
+fn plug_in_or_create(dest: &Path) -> String {
+    let d = dest.display();
+    format!(
+        "Plug in the backup drive and check that it is mounted. To start a new backup there, run `offload backup --to {d}` once."
+    )
+}
+
+/// Whether `dest` is an existing folder; records a problem when it is not.
+fn is_folder(c: &mut Checks, dest: &Path) -> bool {
+    let d = dest.display();
+    if !dest.exists() {
+        c.problem(
+            "destination",
+            format!("{d} does not exist."),
+            plug_in_or_create(dest),
+        );
+        return false;
     }
     if !dest.is_dir() {
         c.problem(
@@ -361,46 +396,67 @@ fn destination(c: &mut Checks, dest: &Path) {
             format!("{d} is not a folder."),
             "Pass --to with the folder of the backup.",
         );
-        return;
+        return false;
     }
-    let meta = dest.join(META_DIR);
-    let identity = std::fs::read(meta.join("store.json"))
+    true
+}
+
+/// Whether `dest` holds an offload store (its `store.json` reads); records which store
+/// and where it is mounted (`fs`), or, when there is none, a problem: the usual cause
+/// is an empty mount point, the drive not mounted on it.
+fn holds_store(c: &mut Checks, dest: &Path, fs: Option<&FsInfo>) -> bool {
+    let d = dest.display();
+    let identity = std::fs::read(dest.join(META_DIR).join("store.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Identity>(&b).ok());
-    let fs = FsInfo::of(dest).ok();
-    let mount = fs
-        .as_ref()
-        .map(|f| {
-            format!(
-                "on {} ({}) mounted at {}",
-                if f.mount_source.is_empty() {
-                    "?"
-                } else {
-                    &f.mount_source
-                },
-                if f.fstype.is_empty() { "?" } else { &f.fstype },
-                f.mount_point.display()
-            )
-        })
-        .unwrap_or_default();
+    let mount = mounted_on(fs);
     match &identity {
-        Some(id) => c.ok(
-            "destination",
-            format!(
-                "{d}: offload store {} (created {}), {mount}",
-                id.store_id, id.created
-            ),
-        ),
+        Some(id) => {
+            c.ok(
+                "destination",
+                format!(
+                    "{d}: offload store {} (created {}), {mount}",
+                    id.store_id, id.created
+                ),
+            );
+            true
+        }
         None => {
             c.problem(
                 "destination",
                 format!("{d} holds no offload backup (no {META_DIR}/store.json), {mount}: if the backup drive should be mounted here, it is not (this is the empty mount point)."),
-                create,
+                plug_in_or_create(dest),
             );
-            return;
+            false
         }
     }
-    // Writable: the permission, and a filesystem not mounted read-only.
+}
+
+/// "on SOURCE (TYPE) mounted at POINT", `?` for what the system does not say; empty
+/// when the filesystem could not be read at all.
+fn mounted_on(fs: Option<&FsInfo>) -> String {
+    fs.map(|f| {
+        format!(
+            "on {} ({}) mounted at {}",
+            if f.mount_source.is_empty() {
+                "?"
+            } else {
+                &f.mount_source
+            },
+            if f.fstype.is_empty() { "?" } else { &f.fstype },
+            f.mount_point.display()
+        )
+    })
+    .unwrap_or_default()
+}
+
+/// Records whether this user can write to the store at `dest`: both the folder and its
+/// `META_DIR`, on a filesystem not mounted read-only.
+fn writable(c: &mut Checks, dest: &Path) {
+    let d = dest.display();
+    let meta = dest.join(META_DIR);
+    // A read-only mount refuses every write whatever the permissions say, and tells
+    // of a drive with errors: it is named first.
     let read_only = rustix::fs::statvfs(dest)
         .map(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
         .unwrap_or(false);
@@ -422,62 +478,65 @@ fn destination(c: &mut Checks, dest: &Path) {
     } else {
         c.ok("destination", format!("{d} is writable"));
     }
-    if let Some(fs) = &fs {
-        let free = format!(
-            "{} free of {}",
-            DecimalBytes(fs.free_bytes),
-            DecimalBytes(fs.total_bytes)
-        );
-        if fs.total_bytes == 0 {
-            c.ok("destination", "free space: not reported by this filesystem");
-        } else if fs.free_bytes < 64 << 20 {
-            c.problem(
-                "destination",
-                format!("almost full: {free}"),
-                "Free some space on the drive, or use a bigger one.",
-            );
-        } else if fs.free_bytes < 1 << 30 {
-            c.warn(
-                "destination",
-                format!("little space left: {free}"),
-                "Free some space on the drive soon.",
-            );
-        } else {
-            c.ok("destination", free);
-        }
-        let fstype = if fs.fstype.is_empty() {
-            "unknown"
-        } else {
-            &fs.fstype
-        };
-        match fs.max_file_size {
-            Some(limit) => c.warn(
-                "destination",
-                format!(
-                    "filesystem {fstype}: files over {} cannot be stored (long videos are refused with the reason); {}",
-                    DecimalBytes(limit),
-                    name_rules(&fs.fstype)
-                ),
-                "For long videos, use a drive formatted exFAT, NTFS or ext4.",
-            ),
-            None => c.ok(
-                "destination",
-                format!("filesystem {fstype}: no file-size limit; {}", name_rules(&fs.fstype)),
-            ),
-        }
-    }
-    // A backup under way holds the lock: its catalog is busy, not damaged.
-    let running = crate::store::busy::in_use(dest);
-    if running {
-        c.ok("destination", "a backup is running on it now");
-    }
-    catalog(c, dest, running);
 }
 
+/// Records the free space of the store's filesystem: a problem under 64 MiB, a warning
+/// under 1 GiB.
+fn free_space(c: &mut Checks, fs: &FsInfo) {
+    let free = format!(
+        "{} free of {}",
+        DecimalBytes(fs.free_bytes),
+        DecimalBytes(fs.total_bytes)
+    );
+    if fs.total_bytes == 0 {
+        c.ok("destination", "free space: not reported by this filesystem");
+    } else if fs.free_bytes < 64 << 20 {
+        c.problem(
+            "destination",
+            format!("almost full: {free}"),
+            "Free some space on the drive, or use a bigger one.",
+        );
+    } else if fs.free_bytes < 1 << 30 {
+        c.warn(
+            "destination",
+            format!("little space left: {free}"),
+            "Free some space on the drive soon.",
+        );
+    } else {
+        c.ok("destination", free);
+    }
+}
+
+/// Records what the store's filesystem allows: its file-size limit (a warning, as long
+/// videos will be refused) and its rules for names.
+fn file_limits(c: &mut Checks, fs: &FsInfo) {
+    let fstype = if fs.fstype.is_empty() {
+        "unknown"
+    } else {
+        &fs.fstype
+    };
+    match fs.max_file_size {
+        Some(limit) => c.warn(
+            "destination",
+            format!(
+                "filesystem {fstype}: files over {} cannot be stored (long videos are refused with the reason); {}",
+                DecimalBytes(limit),
+                name_rules(&fs.fstype)
+            ),
+            "For long videos, use a drive formatted exFAT, NTFS or ext4.",
+        ),
+        None => c.ok(
+            "destination",
+            format!("filesystem {fstype}: no file-size limit; {}", name_rules(&fs.fstype)),
+        ),
+    }
+}
+
+/// Checks the catalog of the store at `dest`: there, intact, and how its last run
+/// ended. `running`: a backup holds the store now, so a run marked running is live.
 fn catalog(c: &mut Checks, dest: &Path, running: bool) {
     let d = dest.display();
     let path = dest.join(META_DIR).join(CATALOG_FILE);
-    let bak = dest.join(META_DIR).join("catalog.sqlite.bak");
     if !path.exists() {
         c.warn(
             "catalog",
@@ -486,7 +545,27 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
         );
         return;
     }
-    let checked = Catalog::open_read_only(&path).and_then(|cat| {
+    let Some(last) = intact(c, dest, &path) else {
+        return;
+    };
+    match last {
+        Some((name, key, run)) => last_run(c, dest, &name, &key, &run, running),
+        None => c.ok("last-run", "no backup has run yet"),
+    }
+}
+
+/// The source name, source key and record of a catalog's last run.
+type LastRunOf = (String, String, LastRun);
+
+/// Opens the catalog at `path` read-only and runs SQLite's quick_check on it. Intact:
+/// records so and returns its last run (`Some(None)` when none has run yet). Damaged
+/// or unreadable: records a problem, whose fix names the copy kept after the last good
+/// run, and returns `None`.
+fn intact(c: &mut Checks, dest: &Path, path: &Path) -> Option<Option<LastRunOf>> {
+    let d = dest.display();
+    let bak = dest.join(META_DIR).join("catalog.sqlite.bak");
+    // A catalog whose last run cannot be read is as damaged as one that fails the check.
+    let checked = Catalog::open_read_only(path).and_then(|cat| {
         let problem = cat.quick_check()?;
         let last = cat.last_run()?;
         Ok((problem, last))
@@ -496,13 +575,13 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
         bak.display(),
         path.display()
     );
-    let last = match checked {
+    match checked {
         Ok((None, last)) => {
             c.ok(
                 "catalog",
                 format!("{}: intact (quick_check ok)", path.display()),
             );
-            last
+            Some(last)
         }
         Ok((Some(problem), _)) => {
             c.problem(
@@ -510,7 +589,7 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
                 format!("{} is damaged: {problem}", path.display()),
                 fix,
             );
-            return;
+            None
         }
         Err(e) => {
             c.problem(
@@ -518,13 +597,16 @@ fn catalog(c: &mut Checks, dest: &Path, running: bool) {
                 format!("{} is damaged: {e:#}", path.display()),
                 fix,
             );
-            return;
+            None
         }
-    };
-    let Some((name, key, run)) = last else {
-        c.ok("last-run", "no backup has run yet");
-        return;
-    };
+    }
+}
+
+/// Records how the last run (`run`, of source `name` with key `key`) on the store at
+/// `dest` ended, with what to do about anything but a clean end. `running`: a backup
+/// holds the store now, so a run still marked running is that one, not a dead one.
+fn last_run(c: &mut Checks, dest: &Path, name: &str, key: &str, run: &LastRun, running: bool) {
+    let d = dest.display();
     let when = run.finished.clone().unwrap_or(run.started.clone());
     let detail = format!(
         "{name} ({key}) at {when}: {}, {} copied, {} failed",

@@ -173,7 +173,39 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
     fail(Exit::Usage, msg)
 }
 
+/// `offload schedule add`: checks the arguments, writes the units (or prints them with
+/// `--print`), and has systemd enable them; without systemd, says what to do instead.
 fn add(a: &ScheduleAddArgs) -> Result<u8> {
+    let when = checked_when(a)?;
+    let schedule = Schedule {
+        name: a.name.clone(),
+        when: when.clone(),
+        command: scheduled_command(a, &when)?,
+    };
+    let rendered = units::render(&schedule).map_err(usage)?;
+    let cron = units::crontab_line(&schedule).map_err(usage)?;
+    let dir = unit_dir()?;
+
+    if a.print {
+        print_units(&dir, &rendered);
+        if let Err(why) = systemd_user() {
+            print_fallback(&schedule, &cron, &why, "would be written");
+        }
+        return Ok(0);
+    }
+
+    write_units(&dir, &rendered, &schedule)?;
+    match systemctl_user(&["daemon-reload"]) {
+        Ok(_) => enable(&schedule)?,
+        Err(why) => print_fallback(&schedule, &cron, &why, "were written"),
+    }
+    Ok(0)
+}
+
+/// When the schedule `a` asks for runs, once its name, its time and its backup options
+/// are known good. `Err` (a usage error) names the first one that is not, before any
+/// file is written.
+fn checked_when(a: &ScheduleAddArgs) -> Result<When> {
     units::check_name(&a.name).map_err(usage)?;
     let when = if let Some(t) = &a.daily {
         let (hour, minute) = units::parse_daily(t).map_err(usage)?;
@@ -191,6 +223,13 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
             "--on-plug watches for phones; --from folders are for --daily or --every schedules",
         ));
     }
+    Ok(when)
+}
+
+/// The command the schedule runs: this offload program, then `backup` on a timer or
+/// `watch` for `--on-plug`, with `a`'s backup options. Scheduled runs never create a
+/// store and always notify.
+fn scheduled_command(a: &ScheduleAddArgs, when: &When) -> Result<Vec<OsString>> {
     // The command below sets these two itself.
     let options = argv::backup_args(&BackupArgs {
         require_store: false,
@@ -205,29 +244,25 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
         _ => command.extend(["backup".into(), "--require-store".into(), "--notify".into()]),
     }
     command.extend(options);
-    let schedule = Schedule {
-        name: a.name.clone(),
-        when: when.clone(),
-        command,
-    };
-    let rendered = units::render(&schedule).map_err(usage)?;
-    let cron = units::crontab_line(&schedule).map_err(usage)?;
-    let dir = unit_dir()?;
+    Ok(command)
+}
 
-    if a.print {
-        for (file, text) in &rendered {
-            outln!("# ==> {} <==", dir.join(file).display());
-            out!("{text}");
-            outln!();
-        }
-        if let Err(why) = systemd_user() {
-            print_fallback(&schedule, &cron, &why, "would be written");
-        }
-        return Ok(0);
+/// Prints each unit file (`rendered`: name and text) under the path it would have in
+/// `dir`, for `--print`; nothing is written.
+fn print_units(dir: &Path, rendered: &[(String, String)]) {
+    for (file, text) in rendered {
+        outln!("# ==> {} <==", dir.join(file).display());
+        out!("{text}");
+        outln!();
     }
+}
 
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (file, _) in &rendered {
+/// Writes the `rendered` unit files of `schedule` into `dir`, each atomically, and
+/// says so for each. Refuses, before writing any, when one of their names is taken by
+/// a file offload did not make.
+fn write_units(dir: &Path, rendered: &[(String, String)], schedule: &Schedule) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (file, _) in rendered {
         let path = dir.join(file);
         if let Ok(text) = std::fs::read_to_string(&path) {
             if units::parse_header(&text).is_none() {
@@ -243,46 +278,48 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
     }
     // A schedule added again with other options replaces the old one; a timer left from
     // a --daily schedule that becomes --on-plug must go.
-    if when == When::OnPlug {
-        let _ = std::fs::remove_file(dir.join(format!("offload-{}.timer", a.name)));
+    if schedule.when == When::OnPlug {
+        let _ = std::fs::remove_file(dir.join(format!("offload-{}.timer", schedule.name)));
     }
-    for (file, text) in &rendered {
+    for (file, text) in rendered {
         let path = dir.join(file);
         write_atomic(&path, text.as_bytes())?;
         outln!("Wrote {}", path.display());
     }
+    Ok(())
+}
 
-    let unit = units::main_unit(&a.name, &when);
-    match systemctl_user(&["daemon-reload"]) {
-        Ok(_) => {
-            systemctl_user(&["enable", "--now", &unit]).map_err(|e| {
-                fail(
-                    Exit::SomeFailed,
-                    format!("{e}\nThe units are written; fix the problem, then run `systemctl --user enable --now {unit}`."),
-                )
-            })?;
-            match when {
-                When::OnPlug => outln!(
-                    "Enabled and started {unit}: each phone is backed up when it is plugged in, \
-                     from login on. Its log: `journalctl --user -u {unit}`."
-                ),
-                _ => outln!(
-                    "Enabled and started {unit}: {}. Next run: `systemctl --user list-timers {unit}`; \
-                     log: `journalctl --user -u offload-{}.service`.",
-                    human_when(&when),
-                    a.name
-                ),
-            }
-            if std::env::var_os("XDG_RUNTIME_DIR").is_some() && !lingering() {
-                outln!(
-                    "Note: user units run while you are logged in. To run them without a login, \
-                     run `loginctl enable-linger`."
-                );
-            }
-        }
-        Err(why) => print_fallback(&schedule, &cron, &why, "were written"),
+/// Enables and starts the main unit of `schedule`, whose files systemd has just read
+/// again, and says when it runs and where its log is. `Err` when systemd refuses: the
+/// units stay written, and the message says how to enable them by hand.
+fn enable(schedule: &Schedule) -> Result<()> {
+    let unit = units::main_unit(&schedule.name, &schedule.when);
+    systemctl_user(&["enable", "--now", &unit]).map_err(|e| {
+        fail(
+            Exit::SomeFailed,
+            format!("{e}\nThe units are written; fix the problem, then run `systemctl --user enable --now {unit}`."),
+        )
+    })?;
+    match schedule.when {
+        When::OnPlug => outln!(
+            "Enabled and started {unit}: each phone is backed up when it is plugged in, \
+             from login on. Its log: `journalctl --user -u {unit}`."
+        ),
+        _ => outln!(
+            "Enabled and started {unit}: {}. Next run: `systemctl --user list-timers {unit}`; \
+             log: `journalctl --user -u offload-{}.service`.",
+            human_when(&schedule.when),
+            schedule.name
+        ),
     }
-    Ok(0)
+    // Without lingering, a user manager stops at logout and a nightly timer would not fire.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() && !lingering() {
+        outln!(
+            "Note: user units run while you are logged in. To run them without a login, \
+             run `loginctl enable-linger`."
+        );
+    }
+    Ok(())
 }
 
 /// Whether the user manager runs without a login (`loginctl enable-linger`).
