@@ -97,6 +97,16 @@ struct Still {
     placed: Option<String>,
 }
 
+/// What a copy revealed of its file, for [`Batch::add`].
+struct Judged {
+    /// Still selected once read (or following its still).
+    keep: bool,
+    /// The capture date, when judging needed it.
+    found: Option<media::CaptureDate>,
+    categories: Categories,
+    tags: Vec<String>,
+}
+
 /// What happened to a file handed to the batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -188,25 +198,73 @@ impl<'a> Batch<'a> {
             _ => None,
         };
         if let Some(still) = &still_path {
-            if !self.stills.contains_key(still) {
-                // Stored by an earlier run: its name and hash are in the catalog.
-                if let Some((path, hash)) = self.catalog.stored_sighting(self.source_id, still)? {
-                    self.stills.insert(
-                        still.clone(),
-                        Still {
-                            kept: true,
-                            hash,
-                            placed: Some(path),
-                        },
-                    );
-                }
-            }
+            self.recall_stored_still(still)?;
         }
-        let clues = entry.clues(Some(&copied.head), live.is_some());
+        let judged = self.judge(
+            &copied,
+            &entry,
+            live.is_some(),
+            still_path.as_deref(),
+            duplicate,
+        );
+        let is_still = matches!(live, Some(Live::Still { .. }));
+        if is_still {
+            self.stills.insert(
+                entry.path.clone(),
+                Still {
+                    kept: judged.keep,
+                    hash: hex.clone(),
+                    placed: None,
+                },
+            );
+        }
+        if !judged.keep {
+            self.store.remove_temp(&copied.temp)?;
+            return Ok(Outcome::Filtered);
+        }
+        if duplicate {
+            self.sight_duplicate(&copied, entry, hex, judged.tags, is_still)?;
+            return Ok(Outcome::Duplicate);
+        }
+        self.queue(copied, entry, hex, judged, still_path, is_still);
+        Ok(Outcome::Queued)
+    }
+
+    /// Makes `still` known to the batch when an earlier run stored it, with its store
+    /// path and hash; does nothing when it is known already or was never stored.
+    fn recall_stored_still(&mut self, still: &str) -> Result<()> {
+        if self.stills.contains_key(still) {
+            return Ok(());
+        }
+        if let Some((path, hash)) = self.catalog.stored_sighting(self.source_id, still)? {
+            self.stills.insert(
+                still.to_string(),
+                Still {
+                    kept: true,
+                    hash,
+                    placed: Some(path),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Decides from the copy whether the file stays selected, and what it is. The
+    /// motion half of a Live Photo (`still` names its still) follows its still, once
+    /// that is known.
+    fn judge(
+        &self,
+        copied: &Copied,
+        entry: &Entry,
+        live: bool,
+        still: Option<&str>,
+        duplicate: bool,
+    ) -> Judged {
+        let clues = entry.clues(Some(&copied.head), live);
         // A duplicate needs no date unless the selection asks for one.
         let examined = (!duplicate || !self.filter.is_empty())
             .then(|| media::examine(&copied.temp, entry.file_name(), entry.mtime, clues));
-        let keep = match still_path.as_ref().and_then(|s| self.stills.get(s)) {
+        let keep = match still.and_then(|s| self.stills.get(s)) {
             // The motion half goes where its still goes.
             Some(still) => still.kept,
             None => examined
@@ -217,34 +275,56 @@ impl<'a> Batch<'a> {
             Some(e) => (Some(e.date), e.categories),
             None => (None, media::classify(&clues)),
         };
-        let is_still = matches!(live, Some(Live::Still { .. }));
-        if is_still {
-            self.stills.insert(
-                entry.path.clone(),
-                Still {
-                    kept: keep,
-                    hash: hex.clone(),
-                    placed: None,
-                },
-            );
-        }
         let tags = categories.tag_names();
-        if !keep {
-            self.store.remove_temp(&copied.temp)?;
-            return Ok(Outcome::Filtered);
+        Judged {
+            keep,
+            found,
+            categories,
+            tags,
         }
-        if duplicate {
-            self.store.remove_temp(&copied.temp)?;
-            if is_still {
-                let placed = self.catalog.path_of_hash(&hex)?;
-                if let Some(s) = self.stills.get_mut(&entry.path) {
-                    s.placed = placed;
-                }
+    }
+
+    /// Drops the temp file of content already stored or queued, and keeps the sighting
+    /// for the flush to record. A duplicate still's stored name is noted, for its
+    /// motion half to take.
+    fn sight_duplicate(
+        &mut self,
+        copied: &Copied,
+        entry: Entry,
+        hex: String,
+        tags: Vec<String>,
+        is_still: bool,
+    ) -> Result<()> {
+        self.store.remove_temp(&copied.temp)?;
+        if is_still {
+            let placed = self.catalog.path_of_hash(&hex)?;
+            if let Some(s) = self.stills.get_mut(&entry.path) {
+                s.placed = placed;
             }
-            self.sightings.push((entry, hex, tags));
-            self.deadline.start();
-            return Ok(Outcome::Duplicate);
         }
+        self.sightings.push((entry, hex, tags));
+        self.deadline.start();
+        Ok(())
+    }
+
+    /// Queues new content for the flush under the name the template gives it, with
+    /// its capture date found now if the judging did not need it. `follows` is the
+    /// still of a motion half.
+    fn queue(
+        &mut self,
+        copied: Copied,
+        entry: Entry,
+        hex: String,
+        judged: Judged,
+        follows: Option<String>,
+        is_still: bool,
+    ) {
+        let Judged {
+            found,
+            categories,
+            tags,
+            ..
+        } = judged;
         let date = found
             .unwrap_or_else(|| media::capture_date(&copied.temp, entry.file_name(), entry.mtime));
         // Set before the flush syncs and renames it, so that the file appears with it.
@@ -256,10 +336,13 @@ impl<'a> Batch<'a> {
             name: entry.file_name(),
             hash: &copied.hash,
         });
-        let live_pair = match (&live, &still_path) {
-            (Some(Live::Still { .. }), _) => Some(hex.clone()),
-            (_, Some(s)) => self.stills.get(s).map(|st| st.hash.clone()),
-            _ => None,
+        let live_pair = if is_still {
+            Some(hex)
+        } else {
+            follows
+                .as_ref()
+                .and_then(|s| self.stills.get(s))
+                .map(|st| st.hash.clone())
         };
         self.queued_hashes.insert(copied.hash);
         self.deadline.start();
@@ -276,11 +359,10 @@ impl<'a> Batch<'a> {
             date_source: date.source,
             categories,
             tags,
-            follows: still_path,
+            follows,
             is_still,
             live_pair,
         });
-        Ok(Outcome::Queued)
     }
 
     /// True when the batch should be flushed before taking more.
@@ -304,45 +386,42 @@ impl<'a> Batch<'a> {
         if self.pending.is_empty() && self.sightings.is_empty() {
             return Ok(Vec::new());
         }
+        // This order is what makes a crash safe (see the module doc): data synced before
+        // any file takes its final name, names synced before the catalog records them.
+        self.sync_data()?;
+        let mut placed = Vec::with_capacity(self.pending.len());
+        let done = self
+            .place_all(&mut placed)
+            .and_then(|()| self.sync_folders(&placed))
+            .and_then(|()| self.record(&placed));
+        if let Err(e) = done {
+            self.keep_unrecorded(placed);
+            return Err(e);
+        }
+        let stored = stored_of(&self.pending, placed);
+        self.clear();
+        Ok(stored)
+    }
+
+    /// Syncs the content of every queued temp file to the drive.
+    fn sync_data(&self) -> Result<()> {
         let files: Vec<&std::path::Path> = self
             .pending
             .iter()
             .map(|p| p.copied.temp.as_path())
             .collect();
         self.store.sync_data(&files)?;
+        Ok(())
+    }
 
+    /// Moves the queued files to their final names, in queue order, never replacing a
+    /// file. Each one placed is appended to `placed` (its index in `pending`, its name)
+    /// at once, so that on an error `placed` holds exactly the files already moved.
+    fn place_all(&mut self, placed: &mut Vec<(usize, String)>) -> Result<()> {
         let mut placed_keys: HashSet<String> = HashSet::new();
-        let mut placed: Vec<(usize, String)> = Vec::with_capacity(self.pending.len());
         for (i, p) in self.pending.iter().enumerate() {
-            let catalog = &*self.catalog;
-            let taken = |candidate: &str| {
-                let key = clash_key(candidate);
-                // On a catalog error, call the name taken: a suffix is harmless.
-                placed_keys.contains(&key) || catalog.name_taken(&key).unwrap_or(true)
-            };
-            // The motion half of a Live Photo takes its still's folder and stem (suffix
-            // included), so that the pair stays a pair on the drive.
-            let beside_still = p
-                .follows
-                .as_ref()
-                .and_then(|s| self.stills.get(s))
-                .and_then(|s| s.placed.as_deref())
-                .map(|still| with_extension_of(still, p.entry.file_name()));
-            let wanted = beside_still.as_deref().unwrap_or(&p.wanted);
-            let name = match self.store.place(
-                &p.copied.temp,
-                wanted,
-                &p.copied.hash,
-                p.copied.size,
-                &taken,
-            ) {
-                Ok(Placed::New(n) | Placed::AlreadyThere(n)) => n,
-                Err(e) => {
-                    self.kept_unrecorded
-                        .extend(stored_of(&self.pending, placed));
-                    return Err(e.into());
-                }
-            };
+            let name = self.place(p, &placed_keys)?;
+            // Known before the next file is placed: its motion half may be next.
             if p.is_still {
                 if let Some(s) = self.stills.get_mut(&p.entry.path) {
                     s.placed = Some(name.clone());
@@ -351,12 +430,48 @@ impl<'a> Batch<'a> {
             placed_keys.insert(clash_key(&name));
             placed.push((i, name));
         }
-        if let Err(e) = self.store.sync_dirs(placed.iter().map(|(_, n)| n.as_str())) {
-            self.kept_unrecorded
-                .extend(stored_of(&self.pending, placed));
-            return Err(io::Error::new(e.kind(), format!("syncing folders: {e}")).into());
-        }
+        Ok(())
+    }
 
+    /// Moves one queued file into place and returns its final name. A name is taken
+    /// when the catalog has it or `placed_keys` (this flush's names) holds its key.
+    fn place(&self, p: &Pending, placed_keys: &HashSet<String>) -> io::Result<String> {
+        let catalog = &*self.catalog;
+        let taken = |candidate: &str| {
+            let key = clash_key(candidate);
+            // On a catalog error, call the name taken: a suffix is harmless.
+            placed_keys.contains(&key) || catalog.name_taken(&key).unwrap_or(true)
+        };
+        // The motion half of a Live Photo takes its still's folder and stem (suffix
+        // included), so that the pair stays a pair on the drive.
+        let beside_still = p
+            .follows
+            .as_ref()
+            .and_then(|s| self.stills.get(s))
+            .and_then(|s| s.placed.as_deref())
+            .map(|still| with_extension_of(still, p.entry.file_name()));
+        let wanted = beside_still.as_deref().unwrap_or(&p.wanted);
+        match self.store.place(
+            &p.copied.temp,
+            wanted,
+            &p.copied.hash,
+            p.copied.size,
+            &taken,
+        )? {
+            Placed::New(n) | Placed::AlreadyThere(n) => Ok(n),
+        }
+    }
+
+    /// Syncs the folders the placed files were moved into, so that their names last.
+    fn sync_folders(&self, placed: &[(usize, String)]) -> Result<()> {
+        self.store
+            .sync_dirs(placed.iter().map(|(_, n)| n.as_str()))
+            .map_err(|e| io::Error::new(e.kind(), format!("syncing folders: {e}")).into())
+    }
+
+    /// Records the placed files and every sighting of the batch (of new files and of
+    /// duplicates) in one catalog transaction.
+    fn record(&mut self, placed: &[(usize, String)]) -> Result<()> {
         let hexes: Vec<String> = self
             .pending
             .iter()
@@ -399,21 +514,23 @@ impl<'a> Batch<'a> {
             hash: h,
             tags,
         }));
-        let recorded = self.catalog.record(self.source_id, &new_files, &sightings);
-        drop(new_files);
-        drop(sightings);
-        if let Err(e) = recorded {
-            self.kept_unrecorded
-                .extend(stored_of(&self.pending, placed));
-            return Err(e);
-        }
+        self.catalog.record(self.source_id, &new_files, &sightings)
+    }
 
-        let stored = stored_of(&self.pending, placed);
+    /// Keeps the files a failed flush had already moved into place, for
+    /// [`Batch::take_kept_unrecorded`].
+    fn keep_unrecorded(&mut self, placed: Vec<(usize, String)>) {
+        self.kept_unrecorded
+            .extend(stored_of(&self.pending, placed));
+    }
+
+    /// Empties the batch once it is recorded. The stills stay known: their motion
+    /// halves may come in a later batch.
+    fn clear(&mut self) {
         self.pending.clear();
         self.deadline.clear();
         self.queued_hashes.clear();
         self.sightings.clear();
-        Ok(stored)
     }
 }
 

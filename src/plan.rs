@@ -91,6 +91,23 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
         ..Plan::default()
     };
     let entries = listing.entries;
+    let live = live_roles(&entries);
+    let index: HashMap<String, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), i))
+        .collect();
+    let selected = selected_before_reading(&entries, &live, &index, filter);
+    let new = sort_out(entries, seen, &selected, &live, &mut p);
+    p.to_copy = in_copy_order(new, &index);
+    p.cloud_only
+        .extend(selected_cloud_only(listing.cloud_only, filter));
+    p
+}
+
+/// Each half of a Live Photo pair in `entries`, by position, with the other half's
+/// path.
+fn live_roles(entries: &[Entry]) -> HashMap<usize, Live> {
     let mut live: HashMap<usize, Live> = HashMap::new();
     for (s, m) in media::live_pairs(entries.iter().map(|e| e.path.as_str())) {
         let still = &entries[s].facts;
@@ -111,11 +128,17 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
             },
         );
     }
-    let index: HashMap<String, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.clone(), i))
-        .collect();
+    live
+}
+
+/// Whether the selection takes each entry, as far as it can tell before reading.
+/// `index` gives an entry's position by path.
+fn selected_before_reading(
+    entries: &[Entry],
+    live: &HashMap<usize, Live>,
+    index: &HashMap<String, usize>,
+    filter: &Filter,
+) -> Vec<bool> {
     let admitted: Vec<bool> = entries
         .iter()
         .enumerate()
@@ -130,18 +153,31 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
         })
         .collect();
     // A pair is selected by its still.
-    let decision = |i: usize| match live.get(&i) {
-        Some(Live::Motion { still }) => admitted[index[still]],
-        _ => admitted[i],
-    };
+    (0..entries.len())
+        .map(|i| match live.get(&i) {
+            Some(Live::Motion { still }) => admitted[index[still]],
+            _ => admitted[i],
+        })
+        .collect()
+}
 
+/// Counts what was backed up before and what the selection leaves, sets aside the
+/// selected files that are only in iCloud, and returns the rest as items to copy, in
+/// listing order (`None` where an entry was counted or set aside).
+fn sort_out(
+    entries: Vec<Entry>,
+    seen: &HashSet<(String, u64, i64)>,
+    selected: &[bool],
+    live: &HashMap<usize, Live>,
+    p: &mut Plan,
+) -> Vec<Option<Item>> {
     let mut new: Vec<Option<Item>> = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
         // The key borrows nothing from the set's owned strings, so build it once.
         if seen.contains(&(e.path.clone(), e.size, e.mtime)) {
             p.already_backed_up += 1;
             new.push(None);
-        } else if !decision(i) {
+        } else if !selected[i] {
             p.filtered += 1;
             new.push(None);
         } else if e.facts.cloud_only {
@@ -154,7 +190,12 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
             }));
         }
     }
-    // Listing order, each motion half moved right behind its still.
+    new
+}
+
+/// The items in listing order, each motion half moved right behind its still (when
+/// the still is copied too). `index` gives an entry's position by path.
+fn in_copy_order(new: Vec<Option<Item>>, index: &HashMap<String, usize>) -> Vec<Item> {
     let mut motion_of: HashMap<usize, usize> = HashMap::new();
     for (i, item) in new.iter().enumerate() {
         if let Some(still) = item.as_ref().and_then(Item::still) {
@@ -166,32 +207,38 @@ pub fn plan(listing: Listing, seen: &HashSet<(String, u64, i64)>, filter: &Filte
     }
     let followers: HashSet<usize> = motion_of.values().copied().collect();
     let mut slots: Vec<Option<Item>> = new;
+    let mut ordered = Vec::new();
     for i in 0..slots.len() {
         if followers.contains(&i) {
             continue;
         }
         if let Some(item) = slots[i].take() {
-            p.to_copy.push(item);
+            ordered.push(item);
             if let Some(m) = motion_of.get(&i) {
                 if let Some(motion) = slots[*m].take() {
-                    p.to_copy.push(motion);
+                    ordered.push(motion);
                 }
             }
         }
     }
-    for e in listing.cloud_only {
-        let (categories, date) = known_before_reading(&e, false);
-        let known = Known {
-            categories: &categories,
-            date,
-            read: true,
-            library: true,
-        };
-        if filter.admits(&known) {
-            p.cloud_only.push(e);
-        }
-    }
-    p
+    ordered
+}
+
+/// The files only in iCloud that the selection takes. They are never read, so all
+/// that is known of them comes from the library.
+fn selected_cloud_only(cloud_only: Vec<Entry>, filter: &Filter) -> Vec<Entry> {
+    cloud_only
+        .into_iter()
+        .filter(|e| {
+            let (categories, date) = known_before_reading(e, false);
+            filter.admits(&Known {
+                categories: &categories,
+                date,
+                read: true,
+                library: true,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
