@@ -574,6 +574,42 @@ impl Link {
     }
 }
 
+/// Records in `listing.unreadable` each object of the folder at `path` that the phone
+/// listed but would not describe.
+fn report_undescribed(path: &str, skipped: Vec<mtp_rs::SkippedObject>, listing: &mut Listing) {
+    for s in skipped {
+        listing.unreadable.push(Skipped {
+            path: format!("{path}/(object #{})", s.handle.0),
+            reason: format!(
+                "the phone listed this object but would not describe it ({})",
+                s.error
+            ),
+        });
+    }
+}
+
+/// Reports a second object listed at the entry path `child`, and marks the entry
+/// already listed there as ambiguous.
+///
+/// Two objects, one name: a name that was not UTF-8 on the phone reads the lossy way as
+/// another's; two long names that MTP cuts to the same 254 characters. One entry per
+/// path, or the second would be read as the first and never backed up (found by the
+/// torture test of hostile names): report it instead, and mark the first as ambiguous,
+/// so that free-up never deletes by this name.
+fn report_same_name(child: String, listing: &mut Listing) {
+    if let Some(first) = listing.entries.iter_mut().rev().find(|e| e.path == child) {
+        if let Some(object) = first.object.as_mut() {
+            object.ambiguous = true;
+        }
+    }
+    listing.unreadable.push(Skipped {
+        path: child,
+        reason: "the phone lists another file with this very name in this folder, so the \
+                 two cannot be told apart: rename one of them on the phone"
+            .into(),
+    });
+}
+
 /// A storage of the current session, with the unique name entry paths start with.
 #[derive(Clone, Debug)]
 struct StorageSlot {
@@ -844,30 +880,10 @@ impl Inner {
     ) -> Result<(), Failure> {
         let mut stack = vec![(folder, path)];
         while let Some((handle, path)) = stack.pop() {
-            let collection = match self.link.children(slot.id, Some(handle)).await {
-                Ok(c) => c,
-                // The phone refused this folder only (an answer, not a broken session):
-                // report it and go on with the rest.
-                Err(Failure::Device(
-                    e @ (MtpError::Other { .. } | MtpError::AccessDenied | MtpError::Unsupported),
-                )) => {
-                    listing.unreadable.push(Skipped {
-                        path,
-                        reason: format!("the phone would not list this folder ({e})"),
-                    });
-                    continue;
-                }
-                Err(f) => return Err(f),
+            let Some(collection) = self.folder_children(slot, handle, &path, listing).await? else {
+                continue;
             };
-            for s in collection.skipped {
-                listing.unreadable.push(Skipped {
-                    path: format!("{path}/(object #{})", s.handle.0),
-                    reason: format!(
-                        "the phone listed this object but would not describe it ({})",
-                        s.error
-                    ),
-                });
-            }
+            report_undescribed(&path, collection.skipped, listing);
             for object in collection.objects {
                 let child = format!("{path}/{}", object.filename);
                 if let Some(reason) = skip_reason(&object.filename) {
@@ -878,55 +894,77 @@ impl Inner {
                 } else if object.is_folder() {
                     stack.push((object.handle, child));
                 } else {
-                    match self.handles.get(&child) {
-                        // Met again through another media folder: once is enough.
-                        Some((_, h)) if *h == object.handle => continue,
-                        // Two objects, one name (a name that was not UTF-8 on the phone
-                        // reads the lossy way as another's; two long names that MTP cuts
-                        // to the same 254 characters). One entry per path, or the second
-                        // would be read as the first and never backed up (found by the
-                        // torture test of hostile names): report it instead, and mark the
-                        // first as ambiguous, so that free-up never deletes by this name.
-                        Some(_) => {
-                            if let Some(first) =
-                                listing.entries.iter_mut().rev().find(|e| e.path == child)
-                            {
-                                if let Some(object) = first.object.as_mut() {
-                                    object.ambiguous = true;
-                                }
-                            }
-                            listing.unreadable.push(Skipped {
-                                path: child,
-                                reason: "the phone lists another file with this very name in \
-                                         this folder, so the two cannot be told apart: rename \
-                                         one of them on the phone"
-                                    .into(),
-                            });
-                            continue;
-                        }
-                        None => {}
-                    }
-                    self.handles.insert(child.clone(), (slot.id, object.handle));
-                    let mut size = object.size;
-                    if let Some(hooks) = &self.link.hooks {
-                        size = hooks.listed_size(&child[slot.name.len() + 1..], size);
-                    }
-                    listing.entries.push(Entry {
-                        path: child,
-                        size,
-                        mtime: self.mtime(&object),
-                        facts: Default::default(),
-                        object: Some(ObjectRef {
-                            session: self.link.session,
-                            storage: slot.id.0,
-                            handle: object.handle.0,
-                            ambiguous: false,
-                        }),
-                    });
+                    self.list_file(slot, &object, child, listing);
                 }
             }
         }
         Ok(())
+    }
+
+    /// The children of the folder `handle` (at entry path `path`), or `None` when the
+    /// phone refused to list this folder, which is then in `listing.unreadable`.
+    ///
+    /// Errors: any other failure, which is the session's, not the folder's.
+    async fn folder_children(
+        &self,
+        slot: &StorageSlot,
+        handle: ObjectHandle,
+        path: &str,
+        listing: &mut Listing,
+    ) -> Result<Option<mtp_rs::ObjectCollection>, Failure> {
+        match self.link.children(slot.id, Some(handle)).await {
+            Ok(c) => Ok(Some(c)),
+            // The phone refused this folder only (an answer, not a broken session):
+            // report it and go on with the rest.
+            Err(Failure::Device(
+                e @ (MtpError::Other { .. } | MtpError::AccessDenied | MtpError::Unsupported),
+            )) => {
+                listing.unreadable.push(Skipped {
+                    path: path.to_string(),
+                    reason: format!("the phone would not list this folder ({e})"),
+                });
+                Ok(None)
+            }
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Adds the file `object`, at entry path `child`, to `listing` and to the handle map,
+    /// unless it was already listed through another media folder, or another object
+    /// already has this path (then reported as unreadable, see [`report_same_name`]).
+    fn list_file(
+        &mut self,
+        slot: &StorageSlot,
+        object: &ObjectInfo,
+        child: String,
+        listing: &mut Listing,
+    ) {
+        match self.handles.get(&child) {
+            // Met again through another media folder: once is enough.
+            Some((_, h)) if *h == object.handle => return,
+            Some(_) => {
+                report_same_name(child, listing);
+                return;
+            }
+            None => {}
+        }
+        self.handles.insert(child.clone(), (slot.id, object.handle));
+        let mut size = object.size;
+        if let Some(hooks) = &self.link.hooks {
+            size = hooks.listed_size(&child[slot.name.len() + 1..], size);
+        }
+        listing.entries.push(Entry {
+            path: child,
+            size,
+            mtime: self.mtime(object),
+            facts: Default::default(),
+            object: Some(ObjectRef {
+                session: self.link.session,
+                storage: slot.id.0,
+                handle: object.handle.0,
+                ambiguous: false,
+            }),
+        });
     }
 
     /// The object behind an entry path in this session: from the map the last listing

@@ -63,28 +63,63 @@ fn matches(info: &DeviceInfo, want: &str) -> bool {
 /// be searched is in `notes`/`no_usbmuxd`. Blocking; not for use inside a runtime.
 pub fn detect(opts: &DetectOptions) -> Found {
     let mut found = Found::default();
-    // A device id (`android:SERIAL`, `iphone:UDID`) names one phone: open only that one,
-    // so that another phone, busy or asking for trust, is left alone. A name needs every
-    // phone opened to be known.
-    let wanted = opts.device.as_deref().and_then(|d| d.split_once(':'));
-    let (android_only, iphone_only) = match wanted {
-        Some((kind, rest)) if kind.eq_ignore_ascii_case("android") && !rest.starts_with("usb-") => {
-            (Some(rest), None)
-        }
-        Some((kind, rest)) if kind.eq_ignore_ascii_case("iphone") => (None, Some(rest)),
-        _ => (None, None),
-    };
-    let search_android = iphone_only.is_none();
-    let search_iphone =
-        android_only.is_none() && !wanted.is_some_and(|(k, _)| k.eq_ignore_ascii_case("android"));
+    let scope = Scope::of(opts.device.as_deref());
+    if scope.search_android {
+        find_android(opts, scope.android_only, &mut found);
+    }
+    if scope.search_iphone {
+        find_iphones(opts, scope.iphone_only, &mut found);
+    }
+    if let Some(want) = &opts.device {
+        keep_wanted(&mut found, want);
+    }
+    found
+}
 
+/// Which phones a `--device` value lets the search open.
+struct Scope<'a> {
+    search_android: bool,
+    /// Open only the Android phone with this serial.
+    android_only: Option<&'a str>,
+    search_iphone: bool,
+    /// Open only the iPhone with this UDID.
+    iphone_only: Option<&'a str>,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope for `device`. A device id (`android:SERIAL`, `iphone:UDID`) names one
+    /// phone: open only that one, so that another phone, busy or asking for trust, is
+    /// left alone. A name needs every phone opened to be known. An `android:usb-...` id
+    /// (a phone without a serial, known by its USB port) opens every Android phone but
+    /// no iPhone.
+    fn of(device: Option<&'a str>) -> Scope<'a> {
+        let wanted = device.and_then(|d| d.split_once(':'));
+        let (android_only, iphone_only) = match wanted {
+            Some((kind, rest))
+                if kind.eq_ignore_ascii_case("android") && !rest.starts_with("usb-") =>
+            {
+                (Some(rest), None)
+            }
+            Some((kind, rest)) if kind.eq_ignore_ascii_case("iphone") => (None, Some(rest)),
+            _ => (None, None),
+        };
+        Scope {
+            search_android: iphone_only.is_none(),
+            android_only,
+            search_iphone: android_only.is_none()
+                && !wanted.is_some_and(|(k, _)| k.eq_ignore_ascii_case("android")),
+            iphone_only,
+        }
+    }
+}
+
+/// Opens the Android phones (only the one with serial `only`, when given) and adds
+/// them to `found`: readable ones to `sources`, the others to `blocked`, and what the
+/// search noticed to `notes`.
+fn find_android(opts: &DetectOptions, only: Option<&str>, found: &mut Found) {
     let mut aopts = AndroidOptions::from_env();
     aopts.include_app_media = opts.include_app_media;
-    let a = if search_android {
-        android::discover_only(&aopts, android_only)
-    } else {
-        android::AndroidDiscovery::default()
-    };
+    let a = android::discover_only(&aopts, only);
     found.notes.extend(a.notes);
     for s in a.sources {
         found.sources.push(Box::new(s));
@@ -105,7 +140,12 @@ pub fn detect(opts: &DetectOptions) -> Found {
             message: b.error.to_string(),
         });
     }
+}
 
+/// Opens the iPhones through usbmuxd (only the one with UDID `only`, when given) and
+/// adds them to `found`: readable ones to `sources`, the others to `blocked`. When
+/// usbmuxd cannot be reached, says why in `no_usbmuxd`.
+fn find_iphones(opts: &DetectOptions, only: Option<&str>, found: &mut Found) {
     let mut iopts = iphone::Options {
         usbmuxd: opts.usbmuxd.clone(),
         ..iphone::Options::default()
@@ -113,12 +153,7 @@ pub fn detect(opts: &DetectOptions) -> Found {
     if let Some(t) = opts.trust_timeout {
         iopts.trust_timeout = t;
     }
-    let discovered = if search_iphone {
-        iphone::discover_only(&iopts, iphone_only)
-    } else {
-        Ok(Vec::new())
-    };
-    match discovered {
+    match iphone::discover_only(&iopts, only) {
         Ok(phones) => {
             for p in phones {
                 match p {
@@ -141,17 +176,18 @@ pub fn detect(opts: &DetectOptions) -> Found {
         }
         Err(e) => found.no_usbmuxd = Some(e.message),
     }
+}
 
-    if let Some(want) = &opts.device {
-        found.sources.retain(|s| matches(s.info(), want));
-        found.blocked.retain(|b| {
-            let tail = b.id.split_once(':').map(|(_, t)| t).unwrap_or(&b.id);
-            [b.id.as_str(), tail, b.name.as_str()]
-                .iter()
-                .any(|v| v.eq_ignore_ascii_case(want))
-        });
-    }
-    found
+/// Keeps in `found` only the phones `want` names (by serial, UDID, name or id,
+/// case-insensitive): a name is only known once every phone was opened.
+fn keep_wanted(found: &mut Found, want: &str) {
+    found.sources.retain(|s| matches(s.info(), want));
+    found.blocked.retain(|b| {
+        let tail = b.id.split_once(':').map(|(_, t)| t).unwrap_or(&b.id);
+        [b.id.as_str(), tail, b.name.as_str()]
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(want))
+    });
 }
 
 #[cfg(test)]

@@ -152,69 +152,9 @@ impl Source for FolderSource {
             if item.depth() == 0 {
                 continue;
             }
-            let name = item.file_name().to_string_lossy();
-            let rel = rel_string(&self.root, item.path());
-            let ft = item.file_type();
-            if let Some(reason) = skip_reason(&name) {
-                if ft.is_dir() {
-                    walk.skip_current_dir();
-                    listing.skipped.push(Skipped {
-                        path: format!("{rel}/"),
-                        reason: format!("{reason} folder"),
-                    });
-                } else {
-                    listing.skipped.push(Skipped {
-                        path: rel,
-                        reason: reason.to_string(),
-                    });
-                }
-                continue;
+            if self.list_item(&item, &mut listing) {
+                walk.skip_current_dir();
             }
-            if ft.is_dir() {
-                continue;
-            }
-            if ft.is_symlink() {
-                // Never followed: a link could lead out of the folder (or loop).
-                listing.skipped.push(Skipped {
-                    path: rel,
-                    reason: "symbolic link (not followed)".into(),
-                });
-                continue;
-            }
-            if !ft.is_file() {
-                listing.skipped.push(Skipped {
-                    path: rel,
-                    reason: "not a regular file".into(),
-                });
-                continue;
-            }
-            let meta = match item.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    listing.unreadable.push(Skipped {
-                        path: rel,
-                        reason: format!("cannot be read: {e}"),
-                    });
-                    continue;
-                }
-            };
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| jiff::Timestamp::try_from(t).ok())
-                .map(|t| t.as_second())
-                .unwrap_or(0);
-            let listed = Listed {
-                rel: item
-                    .path()
-                    .strip_prefix(&self.root)
-                    .unwrap_or(item.path())
-                    .to_path_buf(),
-                dev: meta.dev(),
-                ino: meta.ino(),
-            };
-            self.real.insert(rel.clone(), listed);
-            listing.entries.push(Entry::new(rel, meta.len(), mtime));
         }
         super::provider::provider().after_listing();
         Ok(listing)
@@ -270,6 +210,88 @@ impl Source for FolderSource {
 }
 
 impl FolderSource {
+    /// Puts one item the walk met below the root where it belongs in `listing`: a
+    /// regular file in `entries` (see [`FolderSource::list_file`]); a hidden or trash
+    /// item, a link or a special file in `skipped`; a plain folder nowhere, its files
+    /// speak for it.
+    ///
+    /// Returns `true` when the item is a folder the walk must not go into.
+    fn list_item(&mut self, item: &walkdir::DirEntry, listing: &mut Listing) -> bool {
+        let name = item.file_name().to_string_lossy();
+        let rel = rel_string(&self.root, item.path());
+        let ft = item.file_type();
+        if let Some(reason) = skip_reason(&name) {
+            if ft.is_dir() {
+                listing.skipped.push(Skipped {
+                    path: format!("{rel}/"),
+                    reason: format!("{reason} folder"),
+                });
+                return true;
+            }
+            listing.skipped.push(Skipped {
+                path: rel,
+                reason: reason.to_string(),
+            });
+            return false;
+        }
+        if ft.is_dir() {
+            return false;
+        }
+        if ft.is_symlink() {
+            // Never followed: a link could lead out of the folder (or loop).
+            listing.skipped.push(Skipped {
+                path: rel,
+                reason: "symbolic link (not followed)".into(),
+            });
+            return false;
+        }
+        if !ft.is_file() {
+            listing.skipped.push(Skipped {
+                path: rel,
+                reason: "not a regular file".into(),
+            });
+            return false;
+        }
+        match self.list_file(item, rel) {
+            Ok(entry) => listing.entries.push(entry),
+            Err(unreadable) => listing.unreadable.push(unreadable),
+        }
+        false
+    }
+
+    /// The entry for the regular file `item`, at entry path `rel`. Remembers its
+    /// relative path and identity in `self.real`, so that `open` reads that very file.
+    ///
+    /// Errors: the `unreadable` record when its metadata cannot be read.
+    fn list_file(&mut self, item: &walkdir::DirEntry, rel: String) -> Result<Entry, Skipped> {
+        let meta = match item.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(Skipped {
+                    path: rel,
+                    reason: format!("cannot be read: {e}"),
+                })
+            }
+        };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| jiff::Timestamp::try_from(t).ok())
+            .map(|t| t.as_second())
+            .unwrap_or(0);
+        let listed = Listed {
+            rel: item
+                .path()
+                .strip_prefix(&self.root)
+                .unwrap_or(item.path())
+                .to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        self.real.insert(rel.clone(), listed);
+        Ok(Entry::new(rel, meta.len(), mtime))
+    }
+
     fn classify(&self, e: io::Error) -> SourceError {
         classify(&self.root, e)
     }

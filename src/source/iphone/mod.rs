@@ -10,6 +10,7 @@
 
 pub mod photos_db;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
@@ -652,40 +653,59 @@ impl Conn {
                     }
                     Err(e) => return Err(e),
                 };
-                let num = |k: &str| kv.get(k).and_then(|v| v.parse::<i128>().ok());
-                match kv.get("st_ifmt").map(String::as_str) {
-                    Some("S_IFDIR") if depth < MAX_DEPTH => stack.push((path, depth + 1)),
-                    Some("S_IFDIR") => listing.unreadable.push(Skipped {
-                        path: rel,
-                        reason: "folders nested too deep".into(),
-                    }),
-                    Some("S_IFREG") => match (num("st_size"), num("st_mtime")) {
-                        (Some(size), Some(mtime)) => listing.entries.push(Entry {
-                            path: rel,
-                            size: size.clamp(0, u64::MAX as i128) as u64,
-                            // AFC gives nanoseconds.
-                            mtime: (mtime.div_euclid(1_000_000_000)) as i64,
-                            facts: Default::default(),
-                            object: None,
-                        }),
-                        _ => listing.unreadable.push(Skipped {
-                            path: rel,
-                            reason: "the iPhone gave no size or date for it".into(),
-                        }),
-                    },
-                    other => listing.skipped.push(Skipped {
-                        path: rel,
-                        reason: match other {
-                            Some("S_IFLNK") => "symbolic link".into(),
-                            _ => "not a regular file".into(),
-                        },
-                    }),
+                if let Some(folder) = list_item(&kv, path, rel, depth, &mut listing) {
+                    stack.push(folder);
                 }
             }
         }
         listing.entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(listing)
     }
+}
+
+/// Puts the item at the AFC path `path` (`rel` without its leading slash), `depth`
+/// folders below `/DCIM` and described by its AFC file info `kv`, where it belongs in
+/// `listing`: a regular file in `entries`; a link or special file in `skipped`; a file
+/// without size or date, or a folder too deep, in `unreadable`.
+///
+/// Returns a folder to walk into, with its depth.
+fn list_item(
+    kv: &HashMap<String, String>,
+    path: String,
+    rel: String,
+    depth: usize,
+    listing: &mut Listing,
+) -> Option<(String, usize)> {
+    let num = |k: &str| kv.get(k).and_then(|v| v.parse::<i128>().ok());
+    match kv.get("st_ifmt").map(String::as_str) {
+        Some("S_IFDIR") if depth < MAX_DEPTH => return Some((path, depth + 1)),
+        Some("S_IFDIR") => listing.unreadable.push(Skipped {
+            path: rel,
+            reason: "folders nested too deep".into(),
+        }),
+        Some("S_IFREG") => match (num("st_size"), num("st_mtime")) {
+            (Some(size), Some(mtime)) => listing.entries.push(Entry {
+                path: rel,
+                size: size.clamp(0, u64::MAX as i128) as u64,
+                // AFC gives nanoseconds.
+                mtime: (mtime.div_euclid(1_000_000_000)) as i64,
+                facts: Default::default(),
+                object: None,
+            }),
+            _ => listing.unreadable.push(Skipped {
+                path: rel,
+                reason: "the iPhone gave no size or date for it".into(),
+            }),
+        },
+        other => listing.skipped.push(Skipped {
+            path: rel,
+            reason: match other {
+                Some("S_IFLNK") => "symbolic link".into(),
+                _ => "not a regular file".into(),
+            },
+        }),
+    }
+    None
 }
 
 async fn timed<T>(

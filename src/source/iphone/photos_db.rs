@@ -460,37 +460,21 @@ fn edited_name(stem: &str, ext: &str) -> String {
 /// skipped; assets with no file in DCIM, or whose original the library says is not on
 /// the phone, in `cloud_only`; edit renders added. Returns the render paths to look up.
 pub fn apply(assets: &[Asset], listing: &mut Listing) -> Vec<(String, EntryFacts)> {
-    let mut at: HashMap<String, usize> = HashMap::new();
-    for (i, e) in listing.entries.iter().enumerate() {
-        at.insert(e.path.clone(), i);
-    }
-    let lower: HashMap<String, usize> = listing
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.to_lowercase(), i))
-        .collect();
-    let find = |p: &str| at.get(p).or_else(|| lower.get(&p.to_lowercase())).copied();
+    let index = EntryIndex::new(&listing.entries);
     let mut trashed = Vec::new();
     let mut renders = Vec::new();
     let mut drop = Vec::new();
     for a in assets {
         let path = a.path();
         let facts = a.facts();
-        let found = find(&path);
+        let found = index.find(&path);
         if a.trashed {
             if let Some(i) = found {
                 trashed.push(i);
             }
             continue;
         }
-        // The motion half of a Live Photo is a resource of the asset, not an asset.
-        let motion = (a.subtype == SUBTYPE_LIVE && a.kind != KIND_VIDEO)
-            .then(|| {
-                let stem = path.rsplit_once('.').map_or(path.as_str(), |(s, _)| s);
-                find(&format!("{stem}.MOV")).or_else(|| find(&format!("{stem}.mov")))
-            })
-            .flatten();
+        let motion = motion_half(a, &path, &index);
         match found {
             Some(i) => {
                 listing.entries[i].facts = facts.clone();
@@ -505,40 +489,106 @@ pub fn apply(assets: &[Asset], listing: &mut Listing) -> Vec<(String, EntryFacts
             }
             None => {
                 // Not in DCIM at all: only iCloud has it.
-                let mtime = a
-                    .created
-                    .and_then(|d| d.to_zoned(TimeZone::system()).ok())
-                    .map_or(0, |z| z.timestamp().as_second());
-                let mut e = Entry::new(path.clone(), 0, mtime);
-                e.facts = EntryFacts {
-                    cloud_only: true,
-                    ..facts.clone()
-                };
-                listing.cloud_only.push(e);
+                listing
+                    .cloud_only
+                    .push(cloud_only_entry(a, path.clone(), &facts));
                 if let Some(m) = motion {
                     drop.push(m);
                 }
             }
         }
         if a.edited && !facts.cloud_only && found.is_some() {
-            let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
-            let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
-            for ext in RENDER_EXTENSIONS {
-                let render =
-                    format!("PhotoData/Mutations/{dir}/{stem}/Adjustments/FullSizeRender.{ext}");
-                let mut f = facts.clone();
-                // The render is a new picture: not the original's Live Photo kind.
-                f.kind = None;
-                f.tags.push(Tag::Edited);
-                f.name = Some(edited_name(stem, ext));
-                renders.push((render, f));
-            }
+            renders.extend(edit_renders(&path, &facts));
         }
     }
+    remove_entries(listing, trashed, drop);
+    renders
+}
+
+/// The listing's entries by path, as they were before [`apply`] changed the listing.
+struct EntryIndex {
+    exact: HashMap<String, usize>,
+    lower: HashMap<String, usize>,
+}
+
+impl EntryIndex {
+    fn new(entries: &[Entry]) -> EntryIndex {
+        let mut exact: HashMap<String, usize> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            exact.insert(e.path.clone(), i);
+        }
+        let lower: HashMap<String, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path.to_lowercase(), i))
+            .collect();
+        EntryIndex { exact, lower }
+    }
+
+    /// The index of the entry at `path`, else of one at `path` spelt in other case.
+    fn find(&self, path: &str) -> Option<usize> {
+        self.exact
+            .get(path)
+            .or_else(|| self.lower.get(&path.to_lowercase()))
+            .copied()
+    }
+}
+
+/// The entry index of the motion half (`<stem>.MOV`, else `<stem>.mov`) of `a`, whose
+/// original is at `path`, when `a` is a Live Photo still. The motion half of a Live
+/// Photo is a resource of the asset, not an asset: the library does not list it.
+fn motion_half(a: &Asset, path: &str, index: &EntryIndex) -> Option<usize> {
+    if a.subtype != SUBTYPE_LIVE || a.kind == KIND_VIDEO {
+        return None;
+    }
+    let stem = path.rsplit_once('.').map_or(path, |(s, _)| s);
+    index
+        .find(&format!("{stem}.MOV"))
+        .or_else(|| index.find(&format!("{stem}.mov")))
+}
+
+/// The `cloud_only` entry for the asset `a`, at `path`, that has no file in DCIM: size
+/// unknown (0), dated by its capture time read on this computer's zone (0 without one).
+fn cloud_only_entry(a: &Asset, path: String, facts: &EntryFacts) -> Entry {
+    let mtime = a
+        .created
+        .and_then(|d| d.to_zoned(TimeZone::system()).ok())
+        .map_or(0, |z| z.timestamp().as_second());
+    let mut e = Entry::new(path, 0, mtime);
+    e.facts = EntryFacts {
+        cloud_only: true,
+        ..facts.clone()
+    };
+    e
+}
+
+/// Where Photos may have put the render of the edited original at `path`, one path per
+/// render extension, each with the facts the render has if it is there.
+fn edit_renders(path: &str, facts: &EntryFacts) -> Vec<(String, EntryFacts)> {
+    let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let mut renders = Vec::new();
+    for ext in RENDER_EXTENSIONS {
+        let render = format!("PhotoData/Mutations/{dir}/{stem}/Adjustments/FullSizeRender.{ext}");
+        let mut f = facts.clone();
+        // The render is a new picture: not the original's Live Photo kind.
+        f.kind = None;
+        f.tags.push(Tag::Edited);
+        f.name = Some(edited_name(stem, ext));
+        renders.push((render, f));
+    }
+    renders
+}
+
+/// Removes the entries at the indices in `trashed` and `drop` (an index may be in both)
+/// from `listing`. The trashed ones are recorded as skipped; the others are motion
+/// halves, reported with their still.
+fn remove_entries(listing: &mut Listing, mut trashed: Vec<usize>, mut drop: Vec<usize>) {
     trashed.sort_unstable();
     drop.extend(trashed.iter().copied());
     drop.sort_unstable();
     drop.dedup();
+    // From the last, so that the indices still to remove stay right.
     for i in drop.into_iter().rev() {
         let e = listing.entries.remove(i);
         if trashed.contains(&i) {
@@ -548,7 +598,6 @@ pub fn apply(assets: &[Asset], listing: &mut Listing) -> Vec<(String, EntryFacts
             });
         }
     }
-    renders
 }
 
 impl IphoneSource {
