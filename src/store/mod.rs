@@ -191,10 +191,20 @@ impl Store {
             &lock_path,
         )
         .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(root)),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        // `status` and `doctor` take a shared lock for an instant to see whether a run
+        // holds the store: a run starting in that instant waits it out. A run holding
+        // the store holds it for far longer than these 200 ms.
+        let mut tries = 0;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(root)),
+                Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+            }
         }
         load_or_create_identity(meta.as_fd(), &meta_path)?;
         let fs = FsInfo::of(&root).map_err(io_err(&root))?;
@@ -613,6 +623,21 @@ mod tests {
         let s = with_suffix(&long, "abcd1234");
         assert!(s.rsplit('/').next().unwrap().len() <= 255);
         assert!(s.ends_with("~abcd1234.jpg"));
+    }
+
+    #[test]
+    fn a_glance_at_the_lock_does_not_refuse_a_run() {
+        let d = tempfile::tempdir().unwrap();
+        drop(Store::open(d.path(), true).unwrap());
+        // What `status` does: a shared lock for an instant (here 60 ms).
+        let lock = File::open(d.path().join(".offload/lock")).unwrap();
+        lock.try_lock_shared().unwrap();
+        let glance = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            drop(lock);
+        });
+        assert!(Store::open(d.path(), false).is_ok(), "refused as locked");
+        glance.join().unwrap();
     }
 
     #[test]
