@@ -17,6 +17,7 @@ pub mod catalog_files;
 pub mod commit;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod filter;
 pub mod media;
 pub mod plan;

@@ -14,8 +14,8 @@ mod units;
 
 // The engine's modules, under the names the command line's modules use.
 use offload::{
-    beneath, catalog, catalog_files, commit, config, error, filter, media, plan, report, source,
-    stop, store, term, transfer,
+    beneath, catalog, catalog_files, commit, config, error, events, filter, media, plan, report,
+    source, stop, store, term, transfer,
 };
 
 use std::process::ExitCode;

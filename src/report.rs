@@ -9,6 +9,7 @@ use indicatif::{DecimalBytes, MultiProgress, ProgressBar, ProgressDrawTarget, Pr
 use serde::Serialize;
 
 use crate::catalog::CloudOnly;
+use crate::events::{Event, Events};
 use crate::source::detect::Blocked;
 use crate::source::{DeviceInfo, Skipped};
 
@@ -262,7 +263,7 @@ impl Progress {
     }
 
     /// A source starts copying `files` files of `bytes` bytes.
-    pub fn start(&mut self, name: &str, files: usize, bytes: u64) {
+    fn start(&mut self, name: &str, files: usize, bytes: u64) {
         if let Some((_, overall, _)) = &self.bars {
             overall.reset();
             overall.set_length(bytes);
@@ -278,20 +279,20 @@ impl Progress {
         }
     }
 
-    pub fn current(&self, path: &str) {
+    fn current(&self, path: &str) {
         if let Some((_, _, current)) = &self.bars {
             current.set_message(crate::term::shown(path).into_owned());
         }
     }
 
-    pub fn advance(&mut self, bytes: u64) {
+    fn advance(&mut self, bytes: u64) {
         if let Some((_, overall, _)) = &self.bars {
             overall.inc(bytes);
         }
     }
 
     /// `done` of `files` files are finished; `line` describes the last one.
-    pub fn file_done(&mut self, done: usize, files: usize, line: &str) {
+    fn file_done(&mut self, done: usize, files: usize, line: &str) {
         if let Some((_, overall, _)) = &self.bars {
             overall.set_message(format!("{done}/{files} files"));
         } else if self.plain {
@@ -304,7 +305,7 @@ impl Progress {
     }
 
     /// A message that must be seen (a failure, a warning), above the bars.
-    pub fn println(&self, line: &str) {
+    fn println(&self, line: &str) {
         match &self.bars {
             Some((multi, _, _)) => {
                 let _ = multi.println(line);
@@ -313,10 +314,44 @@ impl Progress {
         }
     }
 
+    /// Clears the bars, before a summary is printed.
     pub fn finish(&mut self) {
         if let Some((_, overall, current)) = self.bars.take() {
             current.finish_and_clear();
             overall.finish_and_clear();
+        }
+    }
+}
+
+/// The command line's rendering of the events: bars on a terminal, a line per file
+/// (at most ~10 a second) elsewhere.
+impl Events for Progress {
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::SourceStarted { name, files, bytes } => self.start(&name, files as usize, bytes),
+            Event::FileStarted { path } => self.current(&path),
+            Event::Progress { bytes } => self.advance(bytes),
+            // "read", not "copied": the file is safe only once its batch is committed.
+            Event::FileRead {
+                path,
+                size,
+                done,
+                files,
+            } => self.file_done(
+                done as usize,
+                files as usize,
+                &format!("read {path} ({})", DecimalBytes(size)),
+            ),
+            Event::FileDone { path, done, files } => {
+                self.file_done(done as usize, files as usize, &path)
+            }
+            Event::FileFailed { path, reason } => self.println(&format!(
+                "failed: {}: {}",
+                crate::term::shown(&path),
+                crate::term::shown(&reason)
+            )),
+            Event::RunDone => self.finish(),
+            Event::BatchCommitted { .. } | Event::SourceDone { .. } => {}
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -14,6 +15,7 @@ use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
 use crate::config::{self, Dest};
 use crate::error::{fail, Exit};
+use crate::events::{Event, Events};
 use crate::filter::Filter;
 use crate::plan::{self, Item, Plan};
 use crate::report::{DeviceReport, Progress, RunReport};
@@ -115,7 +117,15 @@ pub fn run(args: &BackupArgs, reports: &mut Vec<RunReport>) -> Result<u8> {
         names: cfg.names.clone(),
         stop: Stop::new(),
     };
-    backup_to_all(&mut sources, &blocked, &dests, &opts, reports)
+    let mut progress = Progress::new(args.json);
+    backup_to_all(
+        &mut sources,
+        &blocked,
+        &dests,
+        &opts,
+        reports,
+        &mut progress,
+    )
 }
 
 /// Backs up every source to each destination in turn, each with its own catalog. A
@@ -128,6 +138,7 @@ pub fn backup_to_all(
     dests: &[Dest],
     opts: &Options,
     reports: &mut Vec<RunReport>,
+    events: &mut dyn Events,
 ) -> Result<u8> {
     let mut code = 0u8;
     let mut first_error = None;
@@ -139,7 +150,7 @@ pub fn backup_to_all(
         }
         let result = d
             .locate()
-            .and_then(|path| backup(sources, blocked, &path, d.create, opts, reports));
+            .and_then(|path| backup(sources, blocked, &path, d.create, opts, reports, events));
         match result {
             Ok(c) => {
                 used += 1;
@@ -254,6 +265,7 @@ pub fn backup(
     create: bool,
     opts: &Options,
     reports: &mut Vec<RunReport>,
+    events: &mut dyn Events,
 ) -> Result<u8> {
     let started = Instant::now();
     let announce = format!("Backing up to {}", dest.display());
@@ -273,7 +285,8 @@ pub fn backup(
         })
         .max()
         .unwrap_or(0);
-    let (devices, dest_error) = copy_sources(sources, plans, store.as_ref(), &mut catalog, opts);
+    let (devices, dest_error) =
+        copy_sources(sources, plans, store.as_ref(), &mut catalog, opts, events);
     for d in &devices {
         if d.interrupted.is_some() {
             code = code.max(Exit::Gone as u8);
@@ -393,8 +406,8 @@ fn copy_sources(
     store: Option<&Store>,
     catalog: &mut Catalog,
     opts: &Options,
+    events: &mut dyn Events,
 ) -> (Vec<DeviceReport>, Option<anyhow::Error>) {
-    let mut progress = Progress::new(opts.json);
     let mut devices = Vec::new();
     let mut dest_error = None;
     for p in plans {
@@ -414,22 +427,16 @@ fn copy_sources(
                     folder: &p.folder,
                 };
                 let source = sources[p.index].as_mut();
-                if let Err(e) = copy_source(
-                    source,
-                    catalog,
-                    &run,
-                    opts,
-                    p.plan,
-                    &mut report,
-                    &mut progress,
-                ) {
+                if let Err(e) =
+                    copy_source(source, catalog, &run, opts, p.plan, &mut report, events)
+                {
                     dest_error = Some(e);
                 }
             }
         }
         devices.push(report);
     }
-    progress.finish();
+    events.event(Event::RunDone);
     (devices, dest_error)
 }
 
@@ -812,12 +819,12 @@ impl transfer::Files for Planned<'_> {
 }
 
 /// Where each copied file goes: to the committing thread, or into the report.
-struct Sink<'a> {
+struct Sink<'a, 'e> {
     items: &'a [Item],
     /// To the committing thread; dropped when no more files come, so that it commits
     /// what it holds at once.
     tx: Option<std::sync::mpsc::SyncSender<(Copied, Item)>>,
-    progress: &'a mut Progress,
+    events: &'a Shared<'e>,
     report: &'a mut DeviceReport,
     /// Originals that are only in iCloud.
     cloud: Vec<CloudOnly>,
@@ -827,13 +834,14 @@ struct Sink<'a> {
     done: usize,
 }
 
-impl transfer::Copying for Sink<'_> {
+impl transfer::Copying for Sink<'_, '_> {
     fn started(&mut self, i: usize) {
-        self.progress.current(&self.items[i].entry.path);
+        let path = self.items[i].entry.path.clone();
+        emit(self.events, Event::FileStarted { path });
     }
 
     fn advanced(&mut self, bytes: u64) {
-        self.progress.advance(bytes);
+        emit(self.events, Event::Progress { bytes });
     }
 
     fn not_opened(&mut self, i: usize, error: SourceError) -> bool {
@@ -857,8 +865,12 @@ impl transfer::Copying for Sink<'_> {
         self.done += 1;
         match result {
             Ok(c) => {
-                // "read", not "copied": the file is safe only once its batch is committed.
-                let line = format!("read {} ({})", entry.path, DecimalBytes(c.size));
+                let read = Event::FileRead {
+                    path: entry.path.clone(),
+                    size: c.size,
+                    done: self.done as u64,
+                    files: self.items.len() as u64,
+                };
                 let sent = match &self.tx {
                     Some(tx) => tx.send((c, item.clone())).is_ok(),
                     None => false,
@@ -867,7 +879,7 @@ impl transfer::Copying for Sink<'_> {
                     // The committing thread stopped on an error; it says which.
                     return false;
                 }
-                self.progress.file_done(self.done, self.items.len(), &line);
+                emit(self.events, read);
                 true
             }
             Err(CopyError::Source(SourceError::Gone(why))) => {
@@ -875,11 +887,13 @@ impl transfer::Copying for Sink<'_> {
                 false
             }
             Err(CopyError::Source(e)) => {
-                self.progress.println(&format!(
-                    "failed: {}: {}",
-                    crate::term::shown(&entry.path),
-                    crate::term::shown(&e.to_string())
-                ));
+                emit(
+                    self.events,
+                    Event::FileFailed {
+                        path: entry.path.clone(),
+                        reason: e.to_string(),
+                    },
+                );
                 self.report.failed.push(Skipped {
                     path: entry.path.clone(),
                     reason: e.to_string(),
@@ -898,6 +912,17 @@ impl transfer::Copying for Sink<'_> {
     fn no_more_files(&mut self) {
         self.tx = None;
     }
+}
+
+/// The run's events, shared by the copying and the committing threads.
+type Shared<'e> = Mutex<&'e mut dyn Events>;
+
+/// Hands `event` to the run's consumer.
+fn emit(events: &Shared<'_>, event: Event) {
+    events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .event(event);
 }
 
 /// Where one source's files go: the store, and the source's place in its catalog.
@@ -926,7 +951,7 @@ fn copy_source(
     opts: &Options,
     plan: Plan,
     report: &mut DeviceReport,
-    progress: &mut Progress,
+    events: &mut dyn Events,
 ) -> Result<()> {
     let Run {
         store,
@@ -937,7 +962,13 @@ fn copy_source(
     let run_id = catalog.start_run(source_id)?;
     let name = source.info().name.clone();
     let total = plan.to_copy.len();
-    progress.start(&name, total, plan.bytes_to_copy());
+    events.event(Event::SourceStarted {
+        name: name.clone(),
+        files: total as u64,
+        bytes: plan.bytes_to_copy(),
+    });
+    let events: Shared = Mutex::new(events);
+    let events = &events;
 
     let (copy_result, committed) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Copied, Item)>(COMMIT_QUEUE);
@@ -946,6 +977,7 @@ fn copy_source(
             commit_files(
                 rx,
                 Batch::new(store, catalog, template, filter, folder, source_id),
+                events,
             )
         });
 
@@ -956,7 +988,7 @@ fn copy_source(
         let mut sink = Sink {
             items: &plan.to_copy,
             tx: Some(tx),
-            progress,
+            events,
             report,
             cloud: Vec::new(),
             result: Ok(()),
@@ -986,6 +1018,7 @@ fn copy_source(
         }
     }
     finish_run(catalog, run_id, report, copy_result.is_err(), &opts.stop);
+    emit(events, Event::SourceDone { name });
     copy_result
 }
 
@@ -995,6 +1028,7 @@ fn copy_source(
 fn commit_files(
     rx: std::sync::mpsc::Receiver<(Copied, Item)>,
     mut batch: Batch,
+    events: &Shared<'_>,
 ) -> (Committed, Result<()>) {
     let mut done = Committed::default();
     let flush = |batch: &mut Batch, done: &mut Committed| -> Result<()> {
@@ -1002,10 +1036,16 @@ fn commit_files(
         // A failed flush may have placed some files already: complete and kept,
         // they are among the files saved (the next run records them).
         let kept = batch.take_kept_unrecorded();
+        let (mut files, mut bytes) = (0, 0);
         for s in flushed.as_deref().unwrap_or_default().iter().chain(&kept) {
-            done.copied += 1;
-            done.bytes += s.size;
+            files += 1;
+            bytes += s.size;
             tracing::info!("stored {} as {}", s.remote_path, s.store_path);
+        }
+        done.copied += files;
+        done.bytes += bytes;
+        if files > 0 {
+            emit(events, Event::BatchCommitted { files, bytes });
         }
         flushed.map(drop)
     };
@@ -1064,4 +1104,81 @@ fn finish_run(
         "ok"
     };
     let _ = catalog.finish_run(run_id, outcome, &counts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Record;
+
+    /// A backup tells what it does as events, in order, to the consumer it is given:
+    /// the source with its plan, each file started and read, the batches committed
+    /// (summing to what the report says was copied), the source's end, the run's end.
+    #[test]
+    fn a_backup_reports_through_its_events() {
+        let d = tempfile::tempdir().unwrap();
+        let roll = d.path().join("roll/DCIM");
+        std::fs::create_dir_all(&roll).unwrap();
+        for i in 0..5 {
+            std::fs::write(roll.join(format!("IMG_{i}.JPG")), vec![i as u8; 1000 + i]).unwrap();
+        }
+        let opts = Options {
+            template: Template::parse(DEFAULT_TEMPLATE).unwrap(),
+            filter: Filter::default(),
+            dry_run: false,
+            json: true,
+            names: BTreeMap::new(),
+            stop: Stop::new(),
+        };
+        let mut sources: Vec<Box<dyn Source>> = vec![Box::new(
+            FolderSource::open(&d.path().join("roll")).unwrap(),
+        )];
+        let mut events = Record::default();
+        let mut reports = Vec::new();
+        let dest = d.path().join("store");
+        let code = backup(
+            &mut sources,
+            &[],
+            &dest,
+            true,
+            &opts,
+            &mut reports,
+            &mut events,
+        )
+        .unwrap();
+        assert_eq!(code, 0);
+        let ev = &events.0;
+        assert!(
+            matches!(
+                &ev[0],
+                Event::SourceStarted {
+                    files: 5,
+                    bytes: 5010,
+                    ..
+                }
+            ),
+            "{ev:?}"
+        );
+        let read = ev
+            .iter()
+            .filter(|e| matches!(e, Event::FileRead { .. }))
+            .count();
+        let started = ev
+            .iter()
+            .filter(|e| matches!(e, Event::FileStarted { .. }))
+            .count();
+        assert_eq!((read, started), (5, 5));
+        let committed: u64 = ev
+            .iter()
+            .map(|e| match e {
+                Event::BatchCommitted { files, .. } => *files,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(committed, reports[0].devices[0].copied);
+        assert_eq!(committed, 5);
+        let n = ev.len();
+        assert!(matches!(ev[n - 2], Event::SourceDone { .. }), "{ev:?}");
+        assert_eq!(ev[n - 1], Event::RunDone);
+    }
 }

@@ -28,6 +28,7 @@ use crate::cli::{ExportArgs, HeicTarget};
 use crate::commands::backup::{cloud_record, cloud_records};
 use crate::commit::with_extension_of;
 use crate::error::{fail, Exit};
+use crate::events::{Event, Events};
 use crate::filter::{DateKnown, Filter, Known};
 use crate::media::{self, Categories, Category, Tag};
 use crate::plan::{self, Item, Live};
@@ -236,7 +237,7 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
         Some(store) => ex.export_store(store, &mut progress),
         None => ex.export_sources(args, &mut progress),
     };
-    progress.finish();
+    progress.event(Event::RunDone);
     let ex_stop = ex.stop.clone();
     let mut report = ex.report;
     out.finish();
@@ -322,7 +323,7 @@ fn human(r: &ExportReport) -> String {
 impl Exporter<'_> {
     /// Exports from a backup: the catalog says what each file is, so the selection is
     /// decided before reading, exactly.
-    fn export_store(&mut self, dest: &Path, progress: &mut Progress) -> Result<()> {
+    fn export_store(&mut self, dest: &Path, events: &mut dyn Events) -> Result<()> {
         let (catalog, store_fd) = open_backup(dest)?;
         let files = catalog.stored_with_facts()?;
         let dates: Vec<Option<jiff::civil::DateTime>> =
@@ -330,14 +331,20 @@ impl Exporter<'_> {
         let stills = stills_of(&files);
         let selected = self.select_stored(&files, &dates, &stills);
         let total: u64 = selected.iter().map(|i| files[*i].size).sum();
-        progress.start(&dest.display().to_string(), selected.len(), total);
+        events.event(Event::SourceStarted {
+            name: dest.display().to_string(),
+            files: selected.len() as u64,
+            bytes: total,
+        });
         let n = selected.len();
         for (done, i) in selected.into_iter().enumerate() {
             if self.stop.requested() {
                 self.report.left = (n - done) as u64;
                 break;
             }
-            progress.current(&files[i].path);
+            events.event(Event::FileStarted {
+                path: files[i].path.to_string(),
+            });
             // A Live Photo's motion half is selected through its still: when its own
             // date cannot be read, it takes the still's.
             let Some(date) = dates[i].or_else(|| stills[i].and_then(|s| dates[s])) else {
@@ -355,7 +362,11 @@ impl Exporter<'_> {
                 self.report.left = (n - done) as u64;
                 break;
             }
-            progress.file_done(done + 1, n, &files[i].path);
+            events.event(Event::FileDone {
+                path: files[i].path.to_string(),
+                done: (done + 1) as u64,
+                files: n as u64,
+            });
         }
         Ok(())
     }
@@ -445,7 +456,7 @@ impl Exporter<'_> {
 
     /// Exports from folders and phones, as `backup` would read them, with the
     /// selection decided before reading as far as it can be and again after.
-    fn export_sources(&mut self, args: &ExportArgs, progress: &mut Progress) -> Result<()> {
+    fn export_sources(&mut self, args: &ExportArgs, events: &mut dyn Events) -> Result<()> {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         for from in &args.from {
             let s = FolderSource::open(from).map_err(source_fail)?;
@@ -491,20 +502,30 @@ impl Exporter<'_> {
                 .extend(cloud_records(&plan.cloud_only));
             self.report.warnings.append(&mut plan.warnings);
             self.report.warnings.extend(info.warnings.iter().cloned());
-            progress.start(&info.name, plan.to_copy.len(), plan.bytes_to_copy());
+            events.event(Event::SourceStarted {
+                name: info.name.to_string(),
+                files: plan.to_copy.len() as u64,
+                bytes: plan.bytes_to_copy(),
+            });
             let n = plan.to_copy.len();
             for (done, item) in plan.to_copy.iter().enumerate() {
                 if self.stop.requested() {
                     self.report.left += (n - done) as u64;
                     break;
                 }
-                progress.current(&item.entry.path);
+                events.event(Event::FileStarted {
+                    path: item.entry.path.to_string(),
+                });
                 let ended = self.export_entry(source.as_mut(), &info.name, item)?;
                 if ended && self.stop.requested() {
                     self.report.left += (n - done) as u64;
                     break;
                 }
-                progress.file_done(done + 1, n, &item.entry.path);
+                events.event(Event::FileDone {
+                    path: item.entry.path.to_string(),
+                    done: (done + 1) as u64,
+                    files: n as u64,
+                });
                 if ended {
                     return Ok(());
                 }

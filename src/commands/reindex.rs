@@ -15,6 +15,7 @@ use crate::catalog::{Catalog, NewFile, CATALOG_FILE, REINDEX_NOTE};
 use crate::cli::ReindexArgs;
 use crate::config;
 use crate::error::{fail, Exit};
+use crate::events::{Event, Events};
 use crate::media;
 use crate::report::Progress;
 use crate::source::{DeviceInfo, SourceKind};
@@ -95,7 +96,16 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         left: 0,
     };
     let stop = Stop::new();
-    index_files(&store, &catalog, &files, resuming, args, &stop, &mut report)?;
+    let mut progress = Progress::new(args.json);
+    index_files(
+        &store,
+        &catalog,
+        &files,
+        resuming,
+        &mut progress,
+        &stop,
+        &mut report,
+    )?;
     if report.stopped.is_none() {
         catalog.set_note(REINDEX_NOTE, None)?;
         if let Some(warning) = crate::catalog_files::keep_copy(&store, &catalog)? {
@@ -122,7 +132,7 @@ fn index_files(
     catalog: &Catalog,
     files: &[String],
     resuming: bool,
-    args: &ReindexArgs,
+    events: &mut dyn Events,
     stop: &Stop,
     report: &mut ReindexReport,
 ) -> Result<()> {
@@ -141,8 +151,11 @@ fn index_files(
         storages: vec![],
         warnings: vec![],
     })?;
-    let mut progress = Progress::new(args.json);
-    progress.start("reindex", files.len(), 0);
+    events.event(Event::SourceStarted {
+        name: "reindex".to_string(),
+        files: files.len() as u64,
+        bytes: 0,
+    });
     let mut buf = vec![0u8; 1 << 20];
     let n = files.len();
     for (i, rel) in files.iter().enumerate() {
@@ -162,9 +175,13 @@ fn index_files(
         } else {
             report.same_content.push(rel.clone());
         }
-        progress.file_done(i + 1, n, rel);
+        events.event(Event::FileDone {
+            path: rel.to_string(),
+            done: (i + 1) as u64,
+            files: n as u64,
+        });
     }
-    progress.finish();
+    events.event(Event::RunDone);
     Ok(())
 }
 

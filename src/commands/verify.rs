@@ -8,6 +8,7 @@ use crate::beneath::link_of;
 use crate::cli::VerifyArgs;
 use crate::config;
 use crate::error::{fail, Exit};
+use crate::events::{Event, Events};
 use crate::report::Progress;
 use crate::stop::Stop;
 use crate::store::names::clash_key;
@@ -71,7 +72,8 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         sample(&mut files, p);
     }
     let stop = Stop::new();
-    let mut report = check_files(&store, &files, args, &stop)?;
+    let mut progress = Progress::new(args.json);
+    let mut report = check_files(&store, &files, args, &stop, &mut progress)?;
     if args.device.is_none() && args.sample.is_none() && report.stopped.is_none() {
         let known = catalog.stored_keys()?;
         report.unknown = list_files(store.root())?
@@ -110,6 +112,7 @@ fn check_files(
     files: &[(String, u64, String)],
     args: &VerifyArgs,
     stop: &Stop,
+    events: &mut dyn Events,
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         destination: store.root().display().to_string(),
@@ -124,8 +127,11 @@ fn check_files(
         left: 0,
     };
     let total_bytes: u64 = files.iter().map(|f| f.1).sum();
-    let mut progress = Progress::new(args.json);
-    progress.start("verify", files.len(), total_bytes);
+    events.event(Event::SourceStarted {
+        name: "verify".to_string(),
+        files: files.len() as u64,
+        bytes: total_bytes,
+    });
     let mut buf = vec![0u8; 1 << 20];
     let n = files.len();
     for (i, (path, size, hash)) in files.iter().enumerate() {
@@ -134,9 +140,13 @@ fn check_files(
             report.left = (n - i) as u64;
             break;
         }
-        progress.current(path);
+        events.event(Event::FileStarted {
+            path: path.to_string(),
+        });
         report.checked += 1;
-        let problem = match store.hash_stored(path, &mut buf, &mut |b| progress.advance(b)) {
+        let problem = match store.hash_stored(path, &mut buf, &mut |b| {
+            events.event(Event::Progress { bytes: b })
+        }) {
             Err(e) if link_of(&e).is_some() => return Err(fail(Exit::Destination, e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Some((false, "missing from the store".to_string()))
@@ -171,9 +181,13 @@ fn check_files(
                 }
             }
         }
-        progress.file_done(i + 1, n, path);
+        events.event(Event::FileDone {
+            path: path.to_string(),
+            done: (i + 1) as u64,
+            files: n as u64,
+        });
     }
-    progress.finish();
+    events.event(Event::RunDone);
     Ok(report)
 }
 

@@ -9,6 +9,7 @@ use super::DemoArgs;
 use crate::cli::{DestArgs, StatusArgs};
 use crate::commands::backup::{backup, Options};
 use crate::error::{fail, Exit};
+use crate::report::Progress;
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::folder::FolderSource;
 use crate::source::Source;
@@ -30,9 +31,25 @@ pub fn run(args: &DemoArgs) -> Result<u8> {
     let dest = &layout.dest;
     let sources = || find_sources(&usbmuxd, &virtual_ids, &layout.card);
     outln!("== First backup: an Android phone, an iPhone and an SD card into one store");
-    let first = backup(&mut sources()?, &[], dest, true, &opts, &mut Vec::new())?;
+    let first = backup(
+        &mut sources()?,
+        &[],
+        dest,
+        true,
+        &opts,
+        &mut Vec::new(),
+        &mut Progress::new(false),
+    )?;
     outln!("\n== Second backup: nothing is new, so nothing is read or copied");
-    let second = backup(&mut sources()?, &[], dest, true, &opts, &mut Vec::new())?;
+    let second = backup(
+        &mut sources()?,
+        &[],
+        dest,
+        true,
+        &opts,
+        &mut Vec::new(),
+        &mut Progress::new(false),
+    )?;
     drop(sim);
     show_backup(dest)?;
     Ok(first.max(second))
