@@ -320,18 +320,18 @@ fn unlock_message(name: &str) -> String {
 
 /// Why a device call failed, in the terms this file acts on.
 #[derive(Debug)]
-enum Failure {
+enum CallError {
     /// mtp-rs returned an error.
     Device(MtpError),
     /// The phone did not answer within the timeout; the call was abandoned.
     TimedOut(Duration),
 }
 
-impl Failure {
+impl CallError {
     fn is_gone(&self) -> bool {
         matches!(
             self,
-            Failure::Device(MtpError::Disconnected | MtpError::NoDevice)
+            CallError::Device(MtpError::Disconnected | MtpError::NoDevice)
         )
     }
 
@@ -340,7 +340,7 @@ impl Failure {
     fn needs_reopen(&self) -> bool {
         matches!(
             self,
-            Failure::Device(
+            CallError::Device(
                 MtpError::DeviceReset
                     | MtpError::Timeout
                     | MtpError::Busy
@@ -353,16 +353,16 @@ impl Failure {
     fn is_stale(&self) -> bool {
         matches!(
             self,
-            Failure::Device(MtpError::StaleHandle | MtpError::NotFound)
+            CallError::Device(MtpError::StaleHandle | MtpError::NotFound)
         )
     }
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Device(e) => e.fmt(f),
-            Failure::TimedOut(t) => write!(f, "the phone did not answer for {}", secs(*t)),
+            CallError::Device(e) => e.fmt(f),
+            CallError::TimedOut(t) => write!(f, "the phone did not answer for {}", secs(*t)),
         }
     }
 }
@@ -376,20 +376,22 @@ fn secs(t: Duration) -> String {
 }
 
 /// Maps a failure that ends an open or a listing (not a file) to what the caller does.
-fn blocking_error(name: &str, f: &Failure) -> SourceError {
+fn blocking_error(name: &str, f: &CallError) -> SourceError {
     match f {
         _ if f.is_gone() => SourceError::Gone(GONE_MESSAGE.to_string()),
-        Failure::Device(MtpError::ExclusiveAccess) => SourceError::Blocked(exclusive_message(name)),
-        Failure::Device(MtpError::PermissionDenied) => {
+        CallError::Device(MtpError::ExclusiveAccess) => {
+            SourceError::Blocked(exclusive_message(name))
+        }
+        CallError::Device(MtpError::PermissionDenied) => {
             SourceError::Blocked(permission_message(name))
         }
         // A locked phone, or one in charge-only mode, may just not answer.
-        Failure::TimedOut(t) => SourceError::Blocked(format!(
+        CallError::TimedOut(t) => SourceError::Blocked(format!(
             "{name} did not answer for {}. {UNLOCK_MESSAGE}; if it still does not answer, \
              unplug it, plug it back in and run offload again.",
             secs(*t)
         )),
-        Failure::Device(e) => SourceError::Blocked(format!(
+        CallError::Device(e) => SourceError::Blocked(format!(
             "{name} could not be read ({e}). Unplug it, plug it back in and run offload again."
         )),
     }
@@ -430,9 +432,9 @@ impl Link {
         }
     }
 
-    fn on_call(&self) -> Result<(), Failure> {
+    fn on_call(&self) -> Result<(), CallError> {
         if let Some(hooks) = &self.hooks {
-            hooks.on_call().map_err(Failure::Device)?;
+            hooks.on_call().map_err(CallError::Device)?;
         }
         Ok(())
     }
@@ -440,18 +442,18 @@ impl Link {
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, MtpError>>,
-    ) -> Result<T, Failure> {
+    ) -> Result<T, CallError> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(Failure::Device),
-            Err(_) => Err(Failure::TimedOut(self.timeout)),
+            Ok(result) => result.map_err(CallError::Device),
+            Err(_) => Err(CallError::TimedOut(self.timeout)),
         }
     }
 
-    fn device(&self) -> Result<&MtpDevice, Failure> {
+    fn device(&self) -> Result<&MtpDevice, CallError> {
         // Callers reopen first; reaching here without a device is a session that died.
         self.device
             .as_ref()
-            .ok_or(Failure::Device(MtpError::DeviceReset))
+            .ok_or(CallError::Device(MtpError::DeviceReset))
     }
 
     /// Drops the session: the phone is left alone until the next [`Link::open`].
@@ -460,10 +462,10 @@ impl Link {
         self.device = None;
     }
 
-    async fn open(&mut self) -> Result<(), Failure> {
+    async fn open(&mut self) -> Result<(), CallError> {
         self.drop_device();
         if let Some(hooks) = &self.hooks {
-            hooks.on_connect().map_err(Failure::Device)?;
+            hooks.on_connect().map_err(CallError::Device)?;
         }
         // mtp-rs's own USB timeout is set longer than ours, so that a silent phone is
         // always met by ours and handled one way (that file fails, the phone is reopened).
@@ -480,7 +482,7 @@ impl Link {
     }
 
     /// Reads the storage list afresh (free space, a card inserted since).
-    async fn refresh_storages(&mut self) -> Result<(), Failure> {
+    async fn refresh_storages(&mut self) -> Result<(), CallError> {
         self.on_call()?;
         let mut storages = self.bounded(self.device()?.storages()).await?;
         if self.hooks.as_ref().is_some_and(|h| h.hides_storages()) {
@@ -492,7 +494,7 @@ impl Link {
     }
 
     /// Deletes one object.
-    async fn delete(&self, storage: StorageId, handle: ObjectHandle) -> Result<(), Failure> {
+    async fn delete(&self, storage: StorageId, handle: ObjectHandle) -> Result<(), CallError> {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.delete(handle)).await
@@ -503,17 +505,17 @@ impl Link {
         &self,
         storage: StorageId,
         handle: ObjectHandle,
-    ) -> Result<ObjectInfo, Failure> {
+    ) -> Result<ObjectInfo, CallError> {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.get_object_info(handle)).await
     }
 
-    fn storage(&self, id: StorageId) -> Result<&Storage, Failure> {
+    fn storage(&self, id: StorageId) -> Result<&Storage, CallError> {
         self.storages
             .iter()
             .find(|s| s.id() == id)
-            .ok_or(Failure::Device(MtpError::NotFound))
+            .ok_or(CallError::Device(MtpError::NotFound))
     }
 
     /// One folder's children, read with the property-list path where the phone has it.
@@ -521,7 +523,7 @@ impl Link {
         &self,
         storage: StorageId,
         parent: Option<ObjectHandle>,
-    ) -> Result<mtp_rs::ObjectCollection, Failure> {
+    ) -> Result<mtp_rs::ObjectCollection, CallError> {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.collect_objects(parent)).await
@@ -533,7 +535,7 @@ impl Link {
         handle: ObjectHandle,
         offset: u64,
         window: u32,
-    ) -> Result<WindowedDownload, Failure> {
+    ) -> Result<WindowedDownload, CallError> {
         self.on_call()?;
         let storage = self.storage(storage)?;
         self.bounded(storage.download_windowed(handle, ByteRange::From(offset), window))
@@ -541,7 +543,7 @@ impl Link {
     }
 
     /// The next window of a download, or `None` at the end of the file.
-    async fn window(&self, download: &mut WindowedDownload) -> Result<Option<Vec<u8>>, Failure> {
+    async fn window(&self, download: &mut WindowedDownload) -> Result<Option<Vec<u8>>, CallError> {
         let call = async {
             if let Some(hooks) = &self.hooks {
                 // A phone unplugged in the middle of the last window fails the download
@@ -707,7 +709,7 @@ impl AndroidSource {
 }
 
 impl Inner {
-    async fn load_storages(&mut self) -> Result<(), Failure> {
+    async fn load_storages(&mut self) -> Result<(), CallError> {
         self.link.refresh_storages().await?;
         let mut slots: Vec<StorageSlot> = Vec::new();
         for s in &self.link.storages {
@@ -749,7 +751,7 @@ impl Inner {
     /// Drops the session, keeps quiet, and reopens with spaced retries.
     ///
     /// Errors: `Gone` when every reopen failed (the phone is not coming back by itself).
-    async fn recover(&mut self, why: &Failure) -> Result<(), SourceError> {
+    async fn recover(&mut self, why: &CallError) -> Result<(), SourceError> {
         tracing::info!("{}: {why}; reopening the phone", self.info.name);
         self.link.drop_device();
         self.handles.clear();
@@ -782,7 +784,8 @@ impl Inner {
         if self.link.device.is_some() {
             return Ok(());
         }
-        self.recover(&Failure::Device(MtpError::DeviceReset)).await
+        self.recover(&CallError::Device(MtpError::DeviceReset))
+            .await
     }
 
     fn local_seconds(&self, dt: &mtp_rs::DateTime) -> Option<i64> {
@@ -819,7 +822,7 @@ impl Inner {
     }
 
     /// One pass over the camera-roll folders of every storage.
-    async fn list_once(&mut self) -> Result<Listing, Failure> {
+    async fn list_once(&mut self) -> Result<Listing, CallError> {
         self.load_storages().await?;
         let mut listing = Listing::default();
         let mut roots: Vec<&[&str]> = MEDIA_FOLDERS.to_vec();
@@ -877,7 +880,7 @@ impl Inner {
         folder: ObjectHandle,
         path: String,
         listing: &mut Listing,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), CallError> {
         let mut stack = vec![(folder, path)];
         while let Some((handle, path)) = stack.pop() {
             let Some(collection) = self.folder_children(slot, handle, &path, listing).await? else {
@@ -911,12 +914,12 @@ impl Inner {
         handle: ObjectHandle,
         path: &str,
         listing: &mut Listing,
-    ) -> Result<Option<mtp_rs::ObjectCollection>, Failure> {
+    ) -> Result<Option<mtp_rs::ObjectCollection>, CallError> {
         match self.link.children(slot.id, Some(handle)).await {
             Ok(c) => Ok(Some(c)),
             // The phone refused this folder only (an answer, not a broken session):
             // report it and go on with the rest.
-            Err(Failure::Device(
+            Err(CallError::Device(
                 e @ (MtpError::Other { .. } | MtpError::AccessDenied | MtpError::Unsupported),
             )) => {
                 listing.unreadable.push(Skipped {
@@ -969,7 +972,10 @@ impl Inner {
 
     /// The object behind an entry path in this session: from the map the last listing
     /// filled, else by walking the path folder by folder (after a reopen).
-    async fn resolve(&mut self, path: &str) -> Result<Option<(StorageId, ObjectHandle)>, Failure> {
+    async fn resolve(
+        &mut self,
+        path: &str,
+    ) -> Result<Option<(StorageId, ObjectHandle)>, CallError> {
         if let Some(found) = self.handles.get(path) {
             return Ok(Some(*found));
         }
@@ -1035,7 +1041,7 @@ impl Inner {
                 }
                 Err(f) if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.into())),
                 // Here it means an offset past the end: the file changed on the phone.
-                Err(Failure::Device(e @ MtpError::InvalidData { .. })) => {
+                Err(CallError::Device(e @ MtpError::InvalidData { .. })) => {
                     return Err(SourceError::File(format!(
                         "{path} changed on the phone since it was listed ({e})"
                     )))
@@ -1044,7 +1050,7 @@ impl Inner {
                     reopened = true;
                     self.recover(&f).await?;
                 }
-                Err(f @ Failure::TimedOut(_)) => {
+                Err(f @ CallError::TimedOut(_)) => {
                     self.link.drop_device();
                     return Err(self.timeout_error(path, &f));
                 }
@@ -1090,11 +1096,11 @@ impl Inner {
     /// not looked up again and the phone not reopened, so every failure ends this
     /// file's check. A call abandoned in flight leaves the session suspect: it is
     /// dropped (and the next call reopens the phone, refusing older entries).
-    fn listed_failure(&mut self, path: &str, f: Failure) -> SourceError {
+    fn listed_failure(&mut self, path: &str, f: CallError) -> SourceError {
         if f.is_gone() {
             return SourceError::Gone(GONE_MESSAGE.to_string());
         }
-        if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+        if matches!(f, CallError::TimedOut(_)) || f.needs_reopen() {
             self.link.drop_device();
         }
         if f.is_stale() {
@@ -1106,7 +1112,7 @@ impl Inner {
         SourceError::File(format!("the phone would not read {path}: {f}"))
     }
 
-    fn timeout_error(&self, path: &str, f: &Failure) -> SourceError {
+    fn timeout_error(&self, path: &str, f: &CallError) -> SourceError {
         SourceError::File(format!(
             "{f} while reading {path}; offload gave up on this file and reopens the \
              phone for the next one"
@@ -1154,7 +1160,7 @@ impl Source for AndroidSource {
                         if !retried
                             && (f.needs_reopen()
                                 || f.is_stale()
-                                || matches!(f, Failure::TimedOut(_))) =>
+                                || matches!(f, CallError::TimedOut(_))) =>
                     {
                         retried = true;
                         inner.recover(&f).await?;
@@ -1257,7 +1263,7 @@ impl super::Delete for AndroidSource {
                 Err(f) => {
                     // A call abandoned in flight leaves the session suspect, and the
                     // object may or may not be gone: it is not counted as deleted.
-                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+                    if matches!(f, CallError::TimedOut(_)) || f.needs_reopen() {
                         inner.link.drop_device();
                     }
                     return Err(SourceError::File(format!(
@@ -1272,7 +1278,7 @@ impl super::Delete for AndroidSource {
                 Err(f) if f.is_stale() => Ok(()),
                 Err(f) if f.is_gone() => Err(SourceError::Gone(GONE_MESSAGE.to_string())),
                 Err(f) => {
-                    if matches!(f, Failure::TimedOut(_)) || f.needs_reopen() {
+                    if matches!(f, CallError::TimedOut(_)) || f.needs_reopen() {
                         inner.link.drop_device();
                     }
                     Err(SourceError::File(format!(
@@ -1358,7 +1364,7 @@ impl AndroidReader<'_> {
                 }
                 match failure {
                     f if f.is_gone() => return Err(SourceError::Gone(GONE_MESSAGE.into())),
-                    f @ Failure::TimedOut(_) => {
+                    f @ CallError::TimedOut(_) => {
                         // The call was abandoned in flight: the session is suspect. Leave
                         // the phone alone now and reopen it on the next call.
                         inner.link.drop_device();
@@ -1956,7 +1962,7 @@ mod tests {
 
     #[test]
     fn blocked_states_say_what_to_do() {
-        let busy = blocking_error("Pixel 9", &Failure::Device(MtpError::ExclusiveAccess));
+        let busy = blocking_error("Pixel 9", &CallError::Device(MtpError::ExclusiveAccess));
         let SourceError::Blocked(m) = busy else {
             panic!("exclusive access is Blocked")
         };
@@ -1966,13 +1972,13 @@ mod tests {
                 "{holder}: {m}"
             );
         }
-        let denied = blocking_error("Pixel 9", &Failure::Device(MtpError::PermissionDenied));
+        let denied = blocking_error("Pixel 9", &CallError::Device(MtpError::PermissionDenied));
         assert!(matches!(denied, SourceError::Blocked(m) if m.contains("scripts/install-udev.sh")));
-        let silent = blocking_error("Pixel 9", &Failure::TimedOut(Duration::from_secs(30)));
+        let silent = blocking_error("Pixel 9", &CallError::TimedOut(Duration::from_secs(30)));
         assert!(
             matches!(silent, SourceError::Blocked(m) if m.contains("30 s") && m.contains(UNLOCK_MESSAGE))
         );
-        let gone = blocking_error("Pixel 9", &Failure::Device(MtpError::Disconnected));
+        let gone = blocking_error("Pixel 9", &CallError::Device(MtpError::Disconnected));
         assert!(matches!(gone, SourceError::Gone(m) if m == GONE_MESSAGE));
     }
 
@@ -2049,7 +2055,7 @@ mod tests {
             .block_on(
                 source
                     .inner
-                    .recover(&Failure::Device(MtpError::DeviceReset)),
+                    .recover(&CallError::Device(MtpError::DeviceReset)),
             )
             .unwrap();
         match delete(&mut source, &other) {

@@ -348,7 +348,7 @@ impl Source for IphoneSource {
                     self.read_photos_library(&mut l)?;
                     return Ok(l);
                 }
-                Err(Fail::Conn(e)) => {
+                Err(PhoneError::Conn(e)) => {
                     attempt += 1;
                     self.conn.afc = None;
                     if attempt > self.conn.opts.reconnect_attempts
@@ -390,7 +390,7 @@ impl Source for IphoneSource {
 
 /// A failure talking to the phone, by what can be done about it.
 #[derive(Debug)]
-enum Fail {
+enum PhoneError {
     /// The connection broke or timed out: reconnecting may help.
     Conn(String),
     /// AFC refused this operation (no such file, read error...): this file only.
@@ -403,31 +403,31 @@ enum Fail {
     Other(String),
 }
 
-impl Fail {
-    fn from_idevice(e: IdeviceError) -> Fail {
+impl PhoneError {
+    fn from_idevice(e: IdeviceError) -> PhoneError {
         match e {
-            IdeviceError::Afc(a) => Fail::Afc(a.to_string()),
+            IdeviceError::Afc(a) => PhoneError::Afc(a.to_string()),
             IdeviceError::PasswordProtected | IdeviceError::DeviceLocked => {
-                Fail::User(IphoneState::Locked, UNLOCK.into())
+                PhoneError::User(IphoneState::Locked, UNLOCK.into())
             }
             IdeviceError::UserDeniedPairing => {
-                Fail::User(IphoneState::TrustDenied, TRUST_DENIED.into())
+                PhoneError::User(IphoneState::TrustDenied, TRUST_DENIED.into())
             }
             IdeviceError::PairingDialogResponsePending => {
-                Fail::User(IphoneState::NeedsTrust, TRUST_TIMEOUT.into())
+                PhoneError::User(IphoneState::NeedsTrust, TRUST_TIMEOUT.into())
             }
-            IdeviceError::InvalidHostID => Fail::Forgotten,
-            IdeviceError::Socket(e) => Fail::Conn(e.to_string()),
-            IdeviceError::Usbmuxd(e) => Fail::Conn(format!("usbmuxd: {e}")),
-            e => Fail::Other(e.to_string()),
+            IdeviceError::InvalidHostID => PhoneError::Forgotten,
+            IdeviceError::Socket(e) => PhoneError::Conn(e.to_string()),
+            IdeviceError::Usbmuxd(e) => PhoneError::Conn(format!("usbmuxd: {e}")),
+            e => PhoneError::Other(e.to_string()),
         }
     }
 
     fn into_unreadable(self, udid: &str) -> Unreadable {
         let (state, message) = match self {
-            Fail::User(s, m) => (s, m),
-            Fail::Forgotten => (IphoneState::NeedsTrust, TRUST_TIMEOUT.into()),
-            Fail::Conn(m) | Fail::Afc(m) | Fail::Other(m) => (
+            PhoneError::User(s, m) => (s, m),
+            PhoneError::Forgotten => (IphoneState::NeedsTrust, TRUST_TIMEOUT.into()),
+            PhoneError::Conn(m) | PhoneError::Afc(m) | PhoneError::Other(m) => (
                 IphoneState::Failed,
                 format!("Cannot talk to the iPhone: {m}"),
             ),
@@ -441,10 +441,10 @@ impl Fail {
 
     fn into_source_error(self) -> SourceError {
         match self {
-            Fail::Conn(_) => SourceError::Gone(GONE.into()),
-            Fail::User(_, m) => SourceError::Blocked(m),
-            Fail::Forgotten => SourceError::Blocked(TRUST_TIMEOUT.into()),
-            Fail::Afc(m) | Fail::Other(m) => SourceError::File(m),
+            PhoneError::Conn(_) => SourceError::Gone(GONE.into()),
+            PhoneError::User(_, m) => SourceError::Blocked(m),
+            PhoneError::Forgotten => SourceError::Blocked(TRUST_TIMEOUT.into()),
+            PhoneError::Afc(m) | PhoneError::Other(m) => SourceError::File(m),
         }
     }
 }
@@ -463,15 +463,15 @@ impl Conn {
     async fn timed<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, IdeviceError>>,
-    ) -> Result<T, Fail> {
+    ) -> Result<T, PhoneError> {
         match tokio::time::timeout(self.opts.io_timeout, fut).await {
-            Ok(r) => r.map_err(Fail::from_idevice),
-            Err(_) => Err(Fail::Conn("the iPhone did not answer in time".into())),
+            Ok(r) => r.map_err(PhoneError::from_idevice),
+            Err(_) => Err(PhoneError::Conn("the iPhone did not answer in time".into())),
         }
     }
 
     /// A new usbmuxd connection tunnelled to `port` on the phone.
-    async fn connect_port(&self, port: u16) -> Result<Idevice, Fail> {
+    async fn connect_port(&self, port: u16) -> Result<Idevice, PhoneError> {
         let mux = self.timed(self.addr.connect(self.device.device_id)).await?;
         self.timed(mux.connect_to_device(self.device.device_id, port, LABEL))
             .await
@@ -494,7 +494,7 @@ impl Conn {
         // reports that as an unexpected response.
         match self.timed(mux.get_pair_record(&self.device.udid)).await {
             Ok(p) => Ok(p),
-            Err(Fail::Other(_)) => self.pair().await,
+            Err(PhoneError::Other(_)) => self.pair().await,
             Err(e) => Err(e.into_unreadable(&self.device.udid)),
         }
     }
@@ -503,7 +503,7 @@ impl Conn {
     /// then saves the new record in usbmuxd.
     async fn pair(&self) -> Result<PairingFile, Unreadable> {
         let udid = &self.device.udid;
-        let un = |e: Fail| e.into_unreadable(udid);
+        let un = |e: PhoneError| e.into_unreadable(udid);
         let mut mux = self
             .timed(self.addr.connect(self.device.device_id))
             .await
@@ -519,7 +519,7 @@ impl Conn {
                 .await
             {
                 Ok(p) => break p,
-                Err(Fail::User(IphoneState::NeedsTrust, m)) => {
+                Err(PhoneError::User(IphoneState::NeedsTrust, m)) => {
                     if Instant::now() + self.opts.poll_interval > deadline {
                         return Err(Unreadable {
                             udid: udid.clone(),
@@ -539,7 +539,7 @@ impl Conn {
         let bytes = record
             .clone()
             .serialize()
-            .map_err(|e| un(Fail::from_idevice(e)))?;
+            .map_err(|e| un(PhoneError::from_idevice(e)))?;
         self.timed(mux.save_pair_record(udid, bytes))
             .await
             .map_err(un)?;
@@ -554,11 +554,11 @@ impl Conn {
         may_repair: bool,
     ) -> Result<(plist::Dictionary, AfcClient), Unreadable> {
         let udid = self.device.udid.clone();
-        let un = |e: Fail| e.into_unreadable(&udid);
+        let un = |e: PhoneError| e.into_unreadable(&udid);
         let mut lockdown = LockdownClient::new(self.connect_port(LOCKDOWN_PORT).await.map_err(un)?);
         match self.timed(lockdown.start_session(pairing)).await {
             Ok(_) => {}
-            Err(Fail::Forgotten) if may_repair => {
+            Err(PhoneError::Forgotten) if may_repair => {
                 return self.repair().await;
             }
             Err(e) => return Err(un(e)),
@@ -591,25 +591,25 @@ impl Conn {
     }
 
     /// The AFC client, reconnecting (session + StartService) if the last one was lost.
-    async fn afc(&mut self) -> Result<&mut AfcClient, Fail> {
+    async fn afc(&mut self) -> Result<&mut AfcClient, PhoneError> {
         if self.afc.is_none() {
             let pairing = self
                 .pairing
                 .clone()
-                .ok_or(Fail::Other("not paired".into()))?;
+                .ok_or(PhoneError::Other("not paired".into()))?;
             let (_, afc) = self
                 .connect(&pairing, false)
                 .await
                 .map_err(|u| match u.state {
-                    IphoneState::Failed => Fail::Conn(u.message),
-                    s => Fail::User(s, u.message),
+                    IphoneState::Failed => PhoneError::Conn(u.message),
+                    s => PhoneError::User(s, u.message),
                 })?;
             self.afc = Some(afc);
         }
         Ok(self.afc.as_mut().expect("connected above"))
     }
 
-    async fn list(&mut self) -> Result<Listing, Fail> {
+    async fn list(&mut self) -> Result<Listing, PhoneError> {
         let mut listing = Listing::default();
         let io = self.opts.io_timeout;
         let mut stack = vec![("/DCIM".to_string(), 0usize)];
@@ -618,8 +618,8 @@ impl Conn {
             let names = match timed(io, afc.list_dir(dir.clone())).await {
                 Ok(n) => n,
                 // A phone with no photos at all may have no DCIM.
-                Err(Fail::Afc(_)) if dir == "/DCIM" => return Ok(listing),
-                Err(Fail::Afc(m)) => {
+                Err(PhoneError::Afc(_)) if dir == "/DCIM" => return Ok(listing),
+                Err(PhoneError::Afc(m)) => {
                     listing.unreadable.push(Skipped {
                         path: dir[1..].to_string(),
                         reason: m,
@@ -644,7 +644,7 @@ impl Conn {
                 let afc = self.afc().await?;
                 let kv = match timed(io, afc.get_file_info_raw(path.clone())).await {
                     Ok(kv) => kv,
-                    Err(Fail::Afc(m)) => {
+                    Err(PhoneError::Afc(m)) => {
                         listing.unreadable.push(Skipped {
                             path: rel,
                             reason: m,
@@ -711,10 +711,10 @@ fn list_item(
 async fn timed<T>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, IdeviceError>>,
-) -> Result<T, Fail> {
+) -> Result<T, PhoneError> {
     match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(Fail::from_idevice),
-        Err(_) => Err(Fail::Conn("the iPhone did not answer in time".into())),
+        Ok(r) => r.map_err(PhoneError::from_idevice),
+        Err(_) => Err(PhoneError::Conn("the iPhone did not answer in time".into())),
     }
 }
 
@@ -735,7 +735,7 @@ struct AfcReader<'a> {
 
 impl AfcReader<'_> {
     /// Opens (or reopens after a reconnect) the file and seeks to `pos`.
-    async fn ensure_open(&mut self) -> Result<u64, Fail> {
+    async fn ensure_open(&mut self) -> Result<u64, PhoneError> {
         if let Some(fd) = self.fd {
             return Ok(fd);
         }
@@ -748,7 +748,7 @@ impl AfcReader<'_> {
             .header_payload
             .get(..8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .ok_or_else(|| Fail::Other("FileOpen answer carries no file handle".into()))?;
+            .ok_or_else(|| PhoneError::Other("FileOpen answer carries no file handle".into()))?;
         self.fd = Some(fd);
         if self.pos > 0 {
             let hp = [fd.to_le_bytes(), 0u64.to_le_bytes(), self.pos.to_le_bytes()].concat();
@@ -758,7 +758,7 @@ impl AfcReader<'_> {
     }
 
     /// One Read round trip.
-    async fn fetch_once(&mut self) -> Result<Vec<u8>, Fail> {
+    async fn fetch_once(&mut self) -> Result<Vec<u8>, PhoneError> {
         let fd = self.ensure_open().await?;
         let io = self.conn.opts.io_timeout;
         let len = self.conn.opts.read_chunk.clamp(1 << 20, 4 << 20) as u64;
@@ -780,7 +780,7 @@ impl AfcReader<'_> {
             };
             match r {
                 Ok(v) => return Ok(v),
-                Err(Fail::Conn(e)) => {
+                Err(PhoneError::Conn(e)) => {
                     // The old connection (and its handle) is gone with the socket.
                     self.fd = None;
                     self.conn.afc = None;
@@ -795,7 +795,7 @@ impl AfcReader<'_> {
                     }
                     tokio::time::sleep(Duration::from_millis(200 * attempts as u64)).await;
                 }
-                Err(Fail::Afc(m)) => {
+                Err(PhoneError::Afc(m)) => {
                     return Err(SourceError::File(format!(
                         "the iPhone refused to read it: {m}"
                     )))

@@ -704,7 +704,7 @@ impl IphoneSource {
                     num("st_mtime").unwrap_or(0).div_euclid(1_000_000_000) as i64,
                 )))
             }
-            Err(super::Fail::Afc(_)) => Ok(None),
+            Err(super::PhoneError::Afc(_)) => Ok(None),
             Err(e) => Err(e.into_source_error()),
         }
     }
