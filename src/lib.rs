@@ -5,8 +5,8 @@
 //! Data moves one way: `source` (devices; knows nothing of the store) → `plan` →
 //! `transfer` → `commit` → `store` (files and names; knows nothing of phones) and
 //! `catalog` (the record). `media` tells what a file is and when it was taken. The
-//! command line (`src/main.rs`, `src/commands/`) is one face of this library; the
-//! virtual phones (`sim`, feature `sim`) are another way in, for demos and tests.
+//! command line (`src/cli/`) is one face of this library; the virtual phones (`sim`,
+//! feature `sim`) are another way in, for demos and tests.
 
 #[macro_use]
 pub mod out;

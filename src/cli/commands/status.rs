@@ -7,8 +7,8 @@ use anyhow::Result;
 use indicatif::DecimalBytes;
 use serde::Serialize;
 
+use crate::args::StatusArgs;
 use crate::catalog::{Catalog, SourceStatus, CATALOG_FILE};
-use crate::cli::StatusArgs;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::report::cloud_message;

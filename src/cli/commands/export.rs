@@ -22,9 +22,9 @@ use indicatif::DecimalBytes;
 use rustix::fs::{AtFlags, OFlags};
 use serde::Serialize;
 
+use crate::args::{ExportArgs, HeicTarget};
 use crate::beneath;
 use crate::catalog::{Catalog, CloudOnly, StoredFile, CATALOG_FILE};
-use crate::cli::{ExportArgs, HeicTarget};
 use crate::commands::backup::{cloud_record, cloud_records};
 use crate::commit::with_extension_of;
 use crate::error::{fail, Exit};

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::args::VerifyArgs;
 use crate::beneath::link_of;
-use crate::cli::VerifyArgs;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::events::{Event, Events};

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Result;
 use indicatif::DecimalBytes;
 
+use crate::args::BackupArgs;
 use crate::catalog::{Catalog, CloudOnly, RunCounts, CATALOG_FILE};
-use crate::cli::BackupArgs;
 use crate::commit::{Batch, Outcome};
 use crate::config::{self, Dest};
 use crate::error::{fail, Exit};

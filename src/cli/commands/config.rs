@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::cli::ConfigArgs;
+use crate::args::ConfigArgs;
 use crate::config::{self, Where};
 use crate::store::drive;
 

@@ -22,8 +22,8 @@ use anyhow::Result;
 use indicatif::DecimalBytes;
 use serde::Serialize;
 
+use crate::args::FreeUpArgs;
 use crate::catalog::Catalog;
-use crate::cli::FreeUpArgs;
 use crate::commands::backup::open_catalog;
 use crate::config;
 use crate::error::{fail, Exit};

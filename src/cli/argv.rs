@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{BackupArgs, DestArgs, FilterArgs};
+use crate::args::{BackupArgs, DestArgs, FilterArgs};
 
 /// The arguments that give `args` to `offload backup` (the subcommand name is not
 /// included). Options left at their default are left out. Relative paths become
@@ -121,7 +121,7 @@ fn absolute(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::args::{Cli, Command};
     use clap::Parser;
 
     fn parse_backup(args: Vec<OsString>) -> BackupArgs {

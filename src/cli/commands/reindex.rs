@@ -11,8 +11,8 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::args::ReindexArgs;
 use crate::catalog::{Catalog, NewFile, CATALOG_FILE, REINDEX_NOTE};
-use crate::cli::ReindexArgs;
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::events::{Event, Events};

@@ -15,8 +15,8 @@ use anyhow::Result;
 use indicatif::DecimalBytes;
 use serde::Serialize;
 
+use crate::args::DoctorArgs;
 use crate::catalog::{Catalog, LastRun, CATALOG_FILE};
-use crate::cli::DoctorArgs;
 use crate::commands::schedule;
 use crate::config;
 use crate::source::detect::{detect, DetectOptions};

@@ -13,10 +13,10 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::argv;
-use crate::cli::{
+use crate::args::{
     BackupArgs, ScheduleAddArgs, ScheduleCommand, ScheduleListArgs, ScheduleRemoveArgs,
 };
+use crate::argv;
 use crate::error::{fail, Exit};
 use crate::units::{self, Schedule, When};
 

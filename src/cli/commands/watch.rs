@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use crate::args::{BackupArgs, WatchArgs};
 use crate::argv;
-use crate::cli::{BackupArgs, WatchArgs};
 use crate::config;
 use crate::error::{fail, Exit};
 use crate::notify;

@@ -6,8 +6,8 @@
 #[macro_use]
 extern crate offload;
 
+mod args;
 mod argv;
-mod cli;
 mod commands;
 mod notify;
 mod units;
@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::args::{Cli, Command};
 use crate::error::{Exit, Fail};
 
 fn main() -> ExitCode {
@@ -86,7 +86,7 @@ fn try_main(cli: Cli) -> anyhow::Result<u8> {
     }
     match cli.command {
         // Plain `offload`: back up every connected phone to the default destination.
-        None => commands::backup::run(&cli::BackupArgs::default(), &mut Vec::new()),
+        None => commands::backup::run(&args::BackupArgs::default(), &mut Vec::new()),
         Some(Command::Backup(args)) => {
             let mut reports = Vec::new();
             let result = commands::backup::run(&args, &mut reports);

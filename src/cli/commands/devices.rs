@@ -7,7 +7,7 @@ use anyhow::Result;
 use indicatif::DecimalBytes;
 use serde::Serialize;
 
-use crate::cli::DevicesArgs;
+use crate::args::DevicesArgs;
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::{DeviceInfo, StorageInfo};
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::DemoArgs;
-use crate::cli::{DestArgs, StatusArgs};
+use crate::args::{DestArgs, StatusArgs};
 use crate::commands::backup::{backup, Options};
 use crate::error::{fail, Exit};
 use crate::report::Progress;
