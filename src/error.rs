@@ -2,9 +2,12 @@
 
 use std::fmt;
 
-/// Exit codes, as documented in `--help` and the README.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Exit codes, as documented in `--help` and the README, in order of gravity: a run
+/// that met several outcomes ends with the greatest (`max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Exit {
+    /// All done.
+    Done = 0,
     /// Finished, but some files failed.
     SomeFailed = 1,
     /// The command line was wrong.
@@ -15,6 +18,23 @@ pub enum Exit {
     Destination = 4,
     /// The phone went away mid-run.
     Gone = 5,
+    /// Stopped by Ctrl-C (SIGINT); what was finished is kept.
+    Interrupted = 130,
+    /// Stopped by SIGTERM or SIGHUP; what was finished is kept.
+    Terminated = 143,
+}
+
+impl Exit {
+    /// The process's exit status.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit.code())
+    }
 }
 
 /// An error whose message is written for the user (what happened, what to do) and

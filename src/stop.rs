@@ -122,9 +122,13 @@ impl Stop {
         }
     }
 
-    /// The exit code of a stopped run: 130 or 143 after a signal, 130 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        exit_code(requested().unwrap_or(SIGINT))
+    /// How a stopped run ends: 130 after SIGINT (and a stop asked for otherwise), 143
+    /// after SIGTERM or SIGHUP.
+    pub fn exit(&self) -> crate::error::Exit {
+        match requested() {
+            Some(SIGTERM | SIGHUP) => crate::error::Exit::Terminated,
+            _ => crate::error::Exit::Interrupted,
+        }
     }
 }
 

@@ -32,7 +32,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help/version on stdout with exit 0, usage errors on stderr with 2.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { Exit::Usage as u8 } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Done
+            });
         }
     };
     init_logging(cli.verbose);
@@ -41,13 +45,13 @@ fn main() -> ExitCode {
         Err(err) => {
             if let Some(fail) = err.downcast_ref::<Fail>() {
                 errln!("offload: {}", fail.message);
-                return ExitCode::from(fail.code as u8);
+                return ExitCode::from(fail.code);
             }
             // A symbolic link inside the store, met by any command: the destination
             // cannot be used until it is removed.
             if let Some(link) = beneath::link_in(&err) {
                 eprintln!("offload: {link}");
-                return ExitCode::from(Exit::Destination as u8);
+                return ExitCode::from(Exit::Destination);
             }
             // A closed pipe (`offload status | head`) is not an error worth a word.
             if let Some(io) = err.downcast_ref::<std::io::Error>() {
@@ -56,13 +60,13 @@ fn main() -> ExitCode {
                 }
             }
             errln!("offload: {err:#}");
-            ExitCode::from(Exit::SomeFailed as u8)
+            ExitCode::from(Exit::SomeFailed)
         }
     }
 }
 
 /// Runs one command; returns the exit code for a run that finished.
-fn try_main(cli: Cli) -> anyhow::Result<u8> {
+fn try_main(cli: Cli) -> anyhow::Result<Exit> {
     // The virtual phones (feature `sim`) join detection through the engine's source
     // provider, installed here before anything looks for phones; they live in this
     // process (mtp-rs's registry is per process). `watch` attaches each one itself when

@@ -37,7 +37,7 @@ impl Summary {
 /// After `offload backup --notify`: one notice if files were copied or something went
 /// wrong. "No phone connected" (exit 3) is no news for a scheduled run.
 /// `reports` are the run's reports, one per destination reached; the last one speaks.
-pub fn after_backup(result: &anyhow::Result<u8>, reports: &[RunReport]) {
+pub fn after_backup(result: &anyhow::Result<Exit>, reports: &[RunReport]) {
     let summary = reports.last().map(Summary::of);
     let (title, body) = match (result, summary) {
         (Err(e), summary) => {
@@ -72,7 +72,7 @@ pub fn after_backup(result: &anyhow::Result<u8>, reports: &[RunReport]) {
             if s.interrupted {
                 body.push_str(" The phone went away: plug it in again to copy the rest.");
             }
-            let title = if *code == 0 {
+            let title = if *code == Exit::Done {
                 "Photos backed up"
             } else {
                 "Backup finished with problems"

@@ -56,7 +56,7 @@ pub struct Options {
 
 /// `offload backup`: every run's report (one per destination reached) is added to
 /// `reports`, also when the run fails.
-pub fn run(args: &BackupArgs, reports: &mut Vec<RunReport>) -> Result<u8> {
+pub fn run(args: &BackupArgs, reports: &mut Vec<RunReport>) -> Result<Exit> {
     let cfg = config::load()?;
     let dests = config::destinations(&args.dest, &cfg, args.require_store)?;
     let template_text = args
@@ -139,8 +139,8 @@ pub fn backup_to_all(
     opts: &Options,
     reports: &mut Vec<RunReport>,
     events: &mut dyn Events,
-) -> Result<u8> {
-    let mut code = 0u8;
+) -> Result<Exit> {
+    let mut code = Exit::Done;
     let mut first_error = None;
     let mut used = 0;
     for d in dests {
@@ -266,7 +266,7 @@ pub fn backup(
     opts: &Options,
     reports: &mut Vec<RunReport>,
     events: &mut dyn Events,
-) -> Result<u8> {
+) -> Result<Exit> {
     let started = Instant::now();
     let announce = format!("Backing up to {}", dest.display());
     if opts.json {
@@ -280,18 +280,18 @@ pub fn backup(
     let mut code = blocked
         .iter()
         .map(|b| match b.state.as_str() {
-            "gone" => Exit::Gone as u8,
-            _ => Exit::NoSource as u8,
+            "gone" => Exit::Gone,
+            _ => Exit::NoSource,
         })
         .max()
-        .unwrap_or(0);
+        .unwrap_or(Exit::Done);
     let (devices, dest_error) =
         copy_sources(sources, plans, store.as_ref(), &mut catalog, opts, events);
     for d in &devices {
         if d.interrupted.is_some() {
-            code = code.max(Exit::Gone as u8);
-        } else if !d.failed.is_empty() && code == 0 {
-            code = Exit::SomeFailed as u8;
+            code = code.max(Exit::Gone);
+        } else if !d.failed.is_empty() && code == Exit::Done {
+            code = Exit::SomeFailed;
         }
     }
     // A copy of the catalog as of this run, for the day the drive damages the catalog.
@@ -323,7 +323,7 @@ pub fn backup(
     let stopped = report.stopped.is_some();
     reports.push(report);
     if stopped {
-        return Ok(opts.stop.exit_code());
+        return Ok(opts.stop.exit());
     }
     Ok(code)
 }
@@ -1146,7 +1146,7 @@ mod tests {
             &mut events,
         )
         .unwrap();
-        assert_eq!(code, 0);
+        assert_eq!(code, Exit::Done);
         let ev = &events.0;
         assert!(
             matches!(

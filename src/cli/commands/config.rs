@@ -4,9 +4,10 @@ use anyhow::Result;
 
 use crate::args::ConfigArgs;
 use crate::config::{self, Where};
+use crate::error::Exit;
 use crate::store::drive;
 
-pub fn run(args: &ConfigArgs) -> Result<u8> {
+pub fn run(args: &ConfigArgs) -> Result<Exit> {
     let path = config::path();
     let cfg = config::load()?;
     let dests = config::destinations(&Default::default(), &cfg, false)?;
@@ -33,7 +34,7 @@ pub fn run(args: &ConfigArgs) -> Result<u8> {
             "destinations_in_effect": destinations,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(0);
+        return Ok(Exit::Done);
     }
     match &path {
         Some(p) if p.exists() => outln!("Config file: {}", p.display()),
@@ -63,5 +64,5 @@ pub fn run(args: &ConfigArgs) -> Result<u8> {
         "Keys: destination, destinations = [..], drive, drives = [..], template, \
          include_app_media, [names] SERIAL = \"name\""
     );
-    Ok(0)
+    Ok(Exit::Done)
 }

@@ -8,6 +8,7 @@ use indicatif::DecimalBytes;
 use serde::Serialize;
 
 use crate::args::DevicesArgs;
+use crate::error::Exit;
 use crate::source::detect::{detect, Blocked, DetectOptions};
 use crate::source::{DeviceInfo, StorageInfo};
 
@@ -26,7 +27,7 @@ struct Devices {
 }
 
 /// Exit 0 when at least one phone can be read, 3 otherwise.
-pub fn run(args: &DevicesArgs) -> Result<u8> {
+pub fn run(args: &DevicesArgs) -> Result<Exit> {
     // Ask an iPhone to trust us once, but do not wait here for the answer.
     let found = detect(&DetectOptions {
         trust_timeout: Some(Duration::ZERO),
@@ -48,7 +49,11 @@ pub fn run(args: &DevicesArgs) -> Result<u8> {
         blocked: found.blocked,
         notes,
     };
-    let code = if report.devices.is_empty() { 3 } else { 0 };
+    let code = if report.devices.is_empty() {
+        Exit::NoSource
+    } else {
+        Exit::Done
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(code);

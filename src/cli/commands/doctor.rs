@@ -19,6 +19,7 @@ use crate::args::DoctorArgs;
 use crate::catalog::{Catalog, LastRun, CATALOG_FILE};
 use crate::commands::schedule;
 use crate::config;
+use crate::error::Exit;
 use crate::source::detect::{detect, DetectOptions};
 use crate::source::iphone;
 use crate::store::fsinfo::FsInfo;
@@ -81,7 +82,7 @@ impl Checks {
     }
 }
 
-pub fn run(args: &DoctorArgs) -> Result<u8> {
+pub fn run(args: &DoctorArgs) -> Result<Exit> {
     let mut c = Checks::default();
     usb_access(&mut c);
     phones(&mut c);
@@ -137,7 +138,11 @@ pub fn run(args: &DoctorArgs) -> Result<u8> {
             }
         );
     }
-    Ok(if problems == 0 { 0 } else { 1 })
+    Ok(if problems == 0 {
+        Exit::Done
+    } else {
+        Exit::SomeFailed
+    })
 }
 
 /// Where udev rules live, the administrator's first.

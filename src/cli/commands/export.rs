@@ -195,7 +195,7 @@ struct Exporter<'a> {
     stop: Stop,
 }
 
-pub fn run(args: &ExportArgs) -> Result<u8> {
+pub fn run(args: &ExportArgs) -> Result<Exit> {
     let started = Instant::now();
     let filter = Filter::from_args(&args.filter).map_err(|e| fail(Exit::Usage, e))?;
     let template_text = match (&args.template, args.flat) {
@@ -255,14 +255,14 @@ pub fn run(args: &ExportArgs) -> Result<u8> {
         out!("{}", human(&report));
     }
     if report.stopped.is_some() {
-        return Ok(ex_stop.exit_code());
+        return Ok(ex_stop.exit());
     }
     Ok(if report.interrupted.is_some() {
-        Exit::Gone as u8
+        Exit::Gone
     } else if !report.failed.is_empty() {
-        Exit::SomeFailed as u8
+        Exit::SomeFailed
     } else {
-        0
+        Exit::Done
     })
 }
 

@@ -152,7 +152,7 @@ fn hash_on_phone(
     Ok(Some((size, hasher.finalize().to_hex().to_string())))
 }
 
-pub fn run(args: &FreeUpArgs) -> Result<u8> {
+pub fn run(args: &FreeUpArgs) -> Result<Exit> {
     let cfg = config::load()?;
     let filter = selection(args)?;
     if args.copies == 0 {
@@ -168,14 +168,14 @@ pub fn run(args: &FreeUpArgs) -> Result<u8> {
         args,
         stop: &stop,
         buf: vec![0u8; 1 << 20],
-        code: 0,
+        code: Exit::Done,
     };
     let mut results = Vec::new();
     for mut source in sources {
         results.push(check.free_up(source.as_mut())?);
     }
     let code = if stop.requested() {
-        stop.exit_code()
+        stop.exit()
     } else {
         check.code
     };
@@ -258,7 +258,7 @@ struct Check<'a> {
     args: &'a FreeUpArgs,
     stop: &'a Stop,
     buf: Vec<u8>,
-    code: u8,
+    code: Exit,
 }
 
 /// What became of one verified file when it was to be deleted.
@@ -304,7 +304,7 @@ impl Check<'_> {
                     SourceError::Gone(_) => Exit::Gone,
                     _ => Exit::NoSource,
                 };
-                self.code = self.code.max(exit as u8);
+                self.code = self.code.max(exit);
                 res.note = Some(e.to_string());
                 return Ok(res);
             }
@@ -413,7 +413,7 @@ impl Check<'_> {
                 "; the stored copy does not match any more: {}",
                 damaged.join(", ")
             ));
-            self.code = self.code.max(Exit::SomeFailed as u8);
+            self.code = self.code.max(Exit::SomeFailed);
         }
         res.kept.push(Kept {
             path: entry.path.clone(),
@@ -444,7 +444,7 @@ impl Check<'_> {
                     res.bytes_freed += entry.size;
                 }
                 Deletion::Kept(reason) => {
-                    self.code = self.code.max(Exit::SomeFailed as u8);
+                    self.code = self.code.max(Exit::SomeFailed);
                     res.kept.push(Kept {
                         path: entry.path.clone(),
                         reason,
@@ -452,12 +452,12 @@ impl Check<'_> {
                 }
                 Deletion::DeletedUnlogged(why) => {
                     errln!("offload: {why}");
-                    self.code = self.code.max(Exit::SomeFailed as u8);
+                    self.code = self.code.max(Exit::SomeFailed);
                     res.deleted.push(entry.path.clone());
                     res.bytes_freed += entry.size;
                 }
                 Deletion::Gone(why) => {
-                    self.code = self.code.max(Exit::Gone as u8);
+                    self.code = self.code.max(Exit::Gone);
                     res.note = Some(why);
                     break;
                 }

@@ -55,7 +55,7 @@ fn is_unfinished_rebuild(path: &std::path::Path) -> bool {
         .is_ok_and(|n| n.as_deref() == Some("incomplete"))
 }
 
-pub fn run(args: &ReindexArgs) -> Result<u8> {
+pub fn run(args: &ReindexArgs) -> Result<Exit> {
     let cfg = config::load()?;
     let dest = config::destination(&args.dest, &cfg)?;
     // Explicitly asked for: a folder of photos whose `.offload/` was lost entirely
@@ -118,9 +118,9 @@ pub fn run(args: &ReindexArgs) -> Result<u8> {
         print_human(&report);
     }
     if report.stopped.is_some() {
-        return Ok(stop.exit_code());
+        return Ok(stop.exit());
     }
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// Records each of the store's `files` in `catalog`, under the `reindexed` source:

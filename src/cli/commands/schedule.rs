@@ -20,7 +20,7 @@ use crate::argv;
 use crate::error::{fail, Exit};
 use crate::units::{self, Schedule, When};
 
-pub fn run(cmd: &ScheduleCommand) -> Result<u8> {
+pub fn run(cmd: &ScheduleCommand) -> Result<Exit> {
     match cmd {
         ScheduleCommand::Add(a) => add(a),
         ScheduleCommand::List(a) => list(a),
@@ -175,7 +175,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 /// `offload schedule add`: checks the arguments, writes the units (or prints them with
 /// `--print`), and has systemd enable them; without systemd, says what to do instead.
-fn add(a: &ScheduleAddArgs) -> Result<u8> {
+fn add(a: &ScheduleAddArgs) -> Result<Exit> {
     let when = checked_when(a)?;
     let schedule = Schedule {
         name: a.name.clone(),
@@ -191,7 +191,7 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
         if let Err(why) = systemd_user() {
             print_fallback(&schedule, &cron, &why, "would be written");
         }
-        return Ok(0);
+        return Ok(Exit::Done);
     }
 
     write_units(&dir, &rendered, &schedule)?;
@@ -199,7 +199,7 @@ fn add(a: &ScheduleAddArgs) -> Result<u8> {
         Ok(_) => enable(&schedule)?,
         Err(why) => print_fallback(&schedule, &cron, &why, "were written"),
     }
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// When the schedule `a` asks for runs, once its name, its time and its backup options
@@ -387,7 +387,7 @@ struct Listed<'a> {
     crontab: Option<String>,
 }
 
-fn list(a: &ScheduleListArgs) -> Result<u8> {
+fn list(a: &ScheduleListArgs) -> Result<Exit> {
     let found = installed()?;
     let mut rows = Vec::new();
     let mut no_systemd = None;
@@ -413,14 +413,14 @@ fn list(a: &ScheduleListArgs) -> Result<u8> {
     }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(0);
+        return Ok(Exit::Done);
     }
     if rows.is_empty() {
         outln!(
             "No schedules. Add one with `offload schedule add NAME --daily 02:00 [--to DEST]` \
              or `offload schedule add NAME --on-plug`."
         );
-        return Ok(0);
+        return Ok(Exit::Done);
     }
     for r in &rows {
         let s = r.schedule;
@@ -450,10 +450,10 @@ fn list(a: &ScheduleListArgs) -> Result<u8> {
     if let Some(why) = no_systemd {
         outln!("systemd is not available here ({why}).");
     }
-    Ok(0)
+    Ok(Exit::Done)
 }
 
-fn remove(a: &ScheduleRemoveArgs) -> Result<u8> {
+fn remove(a: &ScheduleRemoveArgs) -> Result<Exit> {
     units::check_name(&a.name).map_err(usage)?;
     let found = installed()?;
     let Some(s) = found.into_iter().find(|s| s.name == a.name) else {
@@ -486,5 +486,5 @@ fn remove(a: &ScheduleRemoveArgs) -> Result<u8> {
             }
         }
     }
-    Ok(0)
+    Ok(Exit::Done)
 }

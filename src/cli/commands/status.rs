@@ -25,17 +25,17 @@ struct StatusReport {
 /// iCloud-only files named one by one in the human output; `--json` has them all.
 const CLOUD_LISTED: usize = 20;
 
-pub fn run(args: &StatusArgs) -> Result<u8> {
+pub fn run(args: &StatusArgs) -> Result<Exit> {
     let cfg = config::load()?;
     let dest = config::destination(&args.dest, &cfg)?;
     let path = catalog_at(&dest)?;
     let report = read_report(&dest, &path)?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(0);
+        return Ok(Exit::Done);
     }
     print_human(&report);
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// The catalog file of the backup at `dest`. `Err`, saying what to do, when it is not

@@ -44,7 +44,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Exit 0 only when every checked file is intact and nothing is unknown; 1 otherwise.
-pub fn run(args: &VerifyArgs) -> Result<u8> {
+pub fn run(args: &VerifyArgs) -> Result<Exit> {
     let cfg = config::load()?;
     let dest = config::destination(&args.dest, &cfg)?;
     if let Some(p) = args.sample {
@@ -88,9 +88,9 @@ pub fn run(args: &VerifyArgs) -> Result<u8> {
         print_human(&report, ok);
     }
     if report.stopped.is_some() {
-        return Ok(stop.exit_code());
+        return Ok(stop.exit());
     }
-    Ok(if ok { 0 } else { Exit::SomeFailed as u8 })
+    Ok(if ok { Exit::Done } else { Exit::SomeFailed })
 }
 
 /// Keeps a random `percent` of `files`, a fresh share each run, so that repeated

@@ -48,7 +48,7 @@ const CHILD_GRACE: Duration = Duration::from_secs(30);
 /// Pause before asking usbmuxd again after it went away or could not be reached.
 const USBMUXD_RETRY: Duration = Duration::from_secs(2);
 
-pub fn run(args: &WatchArgs) -> Result<u8> {
+pub fn run(args: &WatchArgs) -> Result<Exit> {
     let b = &args.backup;
     if !b.from.is_empty() || b.phones {
         return Err(fail(
@@ -269,7 +269,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn main_loop(&mut self) -> Result<u8> {
+    fn main_loop(&mut self) -> Result<Exit> {
         self.out.event(
             "watching",
             None,
@@ -792,7 +792,7 @@ impl Watcher {
     }
 
     /// SIGINT/SIGTERM: pass it on to the backup under way, wait for it, and end.
-    fn stop(&mut self, sig: i32) -> Result<u8> {
+    fn stop(&mut self, sig: i32) -> Result<Exit> {
         if let Some(mut r) = self.child.take() {
             use rustix::process::{kill_process, Pid, Signal};
             // The child has not been reaped yet, so its pid is still its own.
@@ -836,7 +836,7 @@ impl Watcher {
             json!({ "signal": stop::name(sig) }),
             format!("stopped ({})", stop::name(sig)),
         );
-        Ok(0)
+        Ok(Exit::Done)
     }
 }
 

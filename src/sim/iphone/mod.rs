@@ -154,7 +154,7 @@ pub struct Stats {
 }
 
 /// `offload sim iphone`: serves until the process is stopped.
-pub fn run(args: IphoneArgs) -> Result<u8> {
+pub fn run(args: IphoneArgs) -> Result<crate::error::Exit> {
     let sim = start(args)?;
     outln!("listening on {} udid={}", sim.addr, sim.udid);
     std::io::stdout().flush()?;

@@ -16,7 +16,7 @@ use crate::source::Source;
 use crate::store::template::{Template, DEFAULT_TEMPLATE};
 use offload::sim::{android, gen, iphone};
 
-pub fn run(args: &DemoArgs) -> Result<u8> {
+pub fn run(args: &DemoArgs) -> Result<Exit> {
     let layout = Layout::new(demo_dir(args)?)?;
     make_rolls(&layout)?;
 

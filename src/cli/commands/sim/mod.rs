@@ -70,7 +70,7 @@ pub struct RollArgs {
 }
 
 /// Runs one of the commands of [`SimCli`].
-pub fn run(cmd: SimCli) -> anyhow::Result<u8> {
+pub fn run(cmd: SimCli) -> anyhow::Result<Exit> {
     match cmd {
         SimCli::Demo(args) => {
             // A demo copies like a backup does, so it stops as cleanly.
@@ -83,7 +83,7 @@ pub fn run(cmd: SimCli) -> anyhow::Result<u8> {
 }
 
 /// `offload sim roll`: writes a generated camera roll, and its manifest if asked.
-fn roll(args: &RollArgs) -> anyhow::Result<u8> {
+fn roll(args: &RollArgs) -> anyhow::Result<Exit> {
     let dir = &args.dir;
     let files = match args.kind.as_str() {
         "demo" => gen::demo_roll(dir),
@@ -120,7 +120,7 @@ fn roll(args: &RollArgs) -> anyhow::Result<u8> {
         bytes,
         dir.display()
     );
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 #[cfg(test)]
@@ -145,7 +145,10 @@ mod tests {
     fn writes_the_roll_and_its_manifest() {
         let tmp = tempfile::tempdir().unwrap();
         for kind in ["demo", "bulk"] {
-            assert_eq!(roll(&args(tmp.path(), kind)).unwrap(), 0);
+            assert_eq!(
+                roll(&args(tmp.path(), kind)).unwrap(),
+                crate::error::Exit::Done
+            );
             let json = fs::read(tmp.path().join("manifest.json")).unwrap();
             let files: Vec<gen::RollFile> = serde_json::from_slice(&json).unwrap();
             assert!(!files.is_empty());
