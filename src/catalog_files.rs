@@ -211,27 +211,22 @@ fn side_file(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// What the catalog or copy at `path` records; None when it cannot be read.
-fn counts_of(path: &Path) -> Option<Counts> {
-    Catalog::open_copy(path).and_then(|c| c.counts()).ok()
-}
-
 /// The source key under which `offload reindex` records the files it finds.
 pub const REINDEXED_KEY: &str = "store:reindexed";
 
-/// True when the copy at `path` records no source and no file that `now` lacks: then
-/// nothing is lost with it. Sources are compared by key, files by content hash (the
+/// What the copy at `path` records, and whether that is nothing `now` lacks (then
+/// nothing is lost with it). Sources are compared by key, files by content hash (the
 /// `reindexed` stand-in of a rebuilt catalog is no source of its own). `None` when the
 /// copy cannot be read.
-fn holds_nothing_more(path: &Path, now: &(HashSet<String>, HashSet<String>)) -> Option<bool> {
-    let (keys, hashes) = Catalog::open_copy(path)
-        .and_then(|c| c.keys_and_hashes())
-        .ok()?;
+fn compare_copy(path: &Path, now: &(HashSet<String>, HashSet<String>)) -> Option<(Counts, bool)> {
+    let copy = Catalog::open_copy(path).ok()?;
+    let counts = copy.counts().ok()?;
+    let (keys, hashes) = copy.keys_and_hashes().ok()?;
     let sources_kept = keys
         .iter()
         .filter(|k| k.as_str() != REINDEXED_KEY)
         .all(|k| now.0.contains(k));
-    Some(sources_kept && hashes.is_subset(&now.1))
+    Some((counts, sources_kept && hashes.is_subset(&now.1)))
 }
 
 /// Copies the catalog to [`COPY_FILE`] after a run. The copy it replaces is kept as a
@@ -253,12 +248,11 @@ pub fn keep_copy(store: &Store, catalog: &Catalog) -> Result<Option<String>> {
 
     let mut warning = None;
     if copy.exists() {
-        let before = counts_of(&copy);
-        let nothing_more = holds_nothing_more(&copy, &now_sets);
+        let before = compare_copy(&copy, &now_sets);
         let kept = set_aside_as_generation(&copy)?;
-        match (before, nothing_more) {
-            (Some(_), Some(true)) => {}
-            (Some(b), _) => {
+        match before {
+            Some((_, true)) => {}
+            Some((b, false)) => {
                 warning = Some(format!(
                     "the catalog now records fewer files or sources ({now}) than its copy from \
                      the run before ({b}). That copy is kept as {}. If `offload status` misses \
@@ -268,7 +262,7 @@ pub fn keep_copy(store: &Store, catalog: &Catalog) -> Result<Option<String>> {
                     store.meta_path(CATALOG_FILE).display()
                 ))
             }
-            (None, _) => {
+            None => {
                 warning = Some(format!(
                     "the previous copy of the catalog could not be read; it is kept as {}.",
                     kept.display()
@@ -310,9 +304,11 @@ fn set_aside_as_generation(copy: &Path) -> Result<PathBuf> {
     )
 }
 
-/// The generations in `meta`, oldest first.
+/// The generations in `meta`, oldest first: by when each copy was written (a rename
+/// keeps it), then by name. Names alone do not tell: copies made within one second
+/// share a stamp, and the counter after it reuses the numbers of pruned ones.
 fn generations(meta: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut found: Vec<((String, u32), PathBuf)> = Vec::new();
+    let mut found: Vec<((std::time::SystemTime, String, u32), PathBuf)> = Vec::new();
     for e in fs::read_dir(meta)? {
         let e = e?;
         let name = e.file_name();
@@ -323,11 +319,12 @@ fn generations(meta: &Path) -> std::io::Result<Vec<PathBuf>> {
         else {
             continue;
         };
-        let key = match key.split_once('-') {
+        let (stamp, n) = match key.split_once('-') {
             Some((stamp, n)) => (stamp.to_string(), n.parse().unwrap_or(u32::MAX)),
             None => (key.to_string(), 1),
         };
-        found.push((key, e.path()));
+        let written = e.metadata()?.modified()?;
+        found.push(((written, stamp, n), e.path()));
     }
     found.sort();
     Ok(found.into_iter().map(|(_, p)| p).collect())
@@ -342,7 +339,7 @@ fn prune(meta: &Path, now: &(HashSet<String>, HashSet<String>)) -> Result<()> {
         if excess == 0 {
             break;
         }
-        if holds_nothing_more(&g, now) == Some(true) {
+        if compare_copy(&g, now).is_some_and(|(_, nothing_more)| nothing_more) {
             fs::remove_file(&g).with_context(|| format!("removing {}", g.display()))?;
             excess -= 1;
         }

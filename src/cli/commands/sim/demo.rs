@@ -30,26 +30,22 @@ pub fn run(args: &DemoArgs) -> Result<Exit> {
     let opts = backup_options();
     let dest = &layout.dest;
     let sources = || find_sources(&usbmuxd, &virtual_ids, &layout.card);
+    let run = || {
+        let mut progress = Progress::new(false);
+        backup(
+            &mut sources()?,
+            &[],
+            dest,
+            true,
+            &opts,
+            &mut Vec::new(),
+            &mut progress,
+        )
+    };
     outln!("== First backup: an Android phone, an iPhone and an SD card into one store");
-    let first = backup(
-        &mut sources()?,
-        &[],
-        dest,
-        true,
-        &opts,
-        &mut Vec::new(),
-        &mut Progress::new(false),
-    )?;
+    let first = run()?;
     outln!("\n== Second backup: nothing is new, so nothing is read or copied");
-    let second = backup(
-        &mut sources()?,
-        &[],
-        dest,
-        true,
-        &opts,
-        &mut Vec::new(),
-        &mut Progress::new(false),
-    )?;
+    let second = run()?;
     drop(sim);
     show_backup(dest)?;
     Ok(first.max(second))
